@@ -1,0 +1,270 @@
+//! What an operator asks of the dataplane, validated before any map is
+//! touched. Every rejection names the field at fault.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_abi::{PROTO_TCP, PROTO_UDP, control::Control, vip::VipKey};
+use thiserror::Error;
+
+/// A rejected configuration: which field, and why.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// Path of the offending field, such as `backends[2].address`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Transport protocol of a VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+}
+
+/// A backend of a VIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Tunnel destination. An IPv6 VIP needs IPv6 backends; an IPv4 VIP
+    /// takes either (IPv6 backends get 4in6).
+    pub address: IpAddr,
+    /// Relative share of new flows; 0 drains (no new flows, existing flows
+    /// stay). At most [`lb_maglev::MAX_WEIGHT`].
+    pub weight: u32,
+}
+
+/// A VIP and its backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipConfig {
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// `lb_abi::vip::flags` bits.
+    pub flags: u32,
+    pub backends: Vec<BackendConfig>,
+}
+
+impl VipConfig {
+    /// The VIP map key of this VIP.
+    pub fn key(&self) -> VipKey {
+        VipKey::new(self.address, self.port, self.protocol.number())
+    }
+
+    /// Checks everything that can be checked without the maps.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !usable_unicast(self.address) {
+            return Err(ConfigError::new(
+                "address",
+                format!("{} is not a unicast address", self.address),
+            ));
+        }
+        if self.port == 0 {
+            return Err(ConfigError::new("port", "port 0 is not a valid VIP port"));
+        }
+        let unknown = self.flags & !lb_abi::vip::flags::ALL;
+        if unknown != 0 {
+            return Err(ConfigError::new(
+                "flags",
+                format!("unknown flag bits {unknown:#x}"),
+            ));
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if !usable_unicast(b.address) {
+                return Err(ConfigError::new(
+                    format!("backends[{i}].address"),
+                    format!("{} is not a unicast address", b.address),
+                ));
+            }
+            if self.address.is_ipv6() && b.address.is_ipv4() {
+                return Err(ConfigError::new(
+                    format!("backends[{i}].address"),
+                    format!(
+                        "IPv4 backend {} cannot carry IPv6 VIP {}",
+                        b.address, self.address
+                    ),
+                ));
+            }
+            if b.weight > lb_maglev::MAX_WEIGHT {
+                return Err(ConfigError::new(
+                    format!("backends[{i}].weight"),
+                    format!(
+                        "{} is above the maximum {}",
+                        b.weight,
+                        lb_maglev::MAX_WEIGHT
+                    ),
+                ));
+            }
+            if let Some(j) = self.backends[..i]
+                .iter()
+                .position(|o| o.address == b.address)
+            {
+                return Err(ConfigError::new(
+                    format!("backends[{i}].address"),
+                    format!("{} is already backends[{j}]", b.address),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn usable_unicast(ip: IpAddr) -> bool {
+    !(ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST))
+}
+
+/// Node-wide settings: how encapsulated frames leave this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// MAC of the next hop every encapsulated frame is sent to.
+    pub gateway_mac: [u8; 6],
+    /// MAC of the interface the balancer is attached to.
+    pub interface_mac: [u8; 6],
+    /// TTL / hop limit of the outer header.
+    pub outer_ttl: u8,
+    /// Outer IPv4 source prefix; the host bits vary per flow.
+    pub outer_source_v4: Ipv4Addr,
+    /// Length of that prefix, 0..=32 (32 = one fixed source).
+    pub outer_source_v4_prefix: u8,
+    /// Outer IPv6 source prefix; the host bits vary per flow.
+    pub outer_source_v6: Ipv6Addr,
+    /// Length of that prefix, 96..=128 (only the last 32 bits vary).
+    pub outer_source_v6_prefix: u8,
+}
+
+impl Default for NodeConfig {
+    /// Katran's choices: 172.16.0.0/16 and 100::/96 sources, TTL 64.
+    fn default() -> Self {
+        Self {
+            gateway_mac: [0; 6],
+            interface_mac: [0; 6],
+            outer_ttl: lb_abi::limits::DEFAULT_OUTER_TTL,
+            outer_source_v4: Ipv4Addr::new(172, 16, 0, 0),
+            outer_source_v4_prefix: 16,
+            outer_source_v6: Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),
+            outer_source_v6_prefix: 96,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Validates and lays the settings out as the control map value.
+    pub fn to_control(&self) -> Result<Control, ConfigError> {
+        if self.outer_ttl == 0 {
+            return Err(ConfigError::new("outer_ttl", "must be at least 1"));
+        }
+        if self.outer_source_v4_prefix > 32 {
+            return Err(ConfigError::new("outer_source_v4_prefix", "must be 0..=32"));
+        }
+        if !(96..=128).contains(&self.outer_source_v6_prefix) {
+            return Err(ConfigError::new(
+                "outer_source_v6_prefix",
+                "must be 96..=128",
+            ));
+        }
+        let host_mask = |host_bits: u8| -> u32 {
+            let mask = if host_bits >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << host_bits) - 1
+            };
+            mask.to_be()
+        };
+        let v6 = self.outer_source_v6.octets();
+        let w = |i: usize| u32::from_ne_bytes([v6[i], v6[i + 1], v6[i + 2], v6[i + 3]]);
+        Ok(Control {
+            gateway_mac: self.gateway_mac,
+            src_mac: self.interface_mac,
+            outer_ttl: self.outer_ttl,
+            _pad: [0; 3],
+            outer_src_v4: u32::from_ne_bytes(self.outer_source_v4.octets()),
+            outer_src_v4_host_mask: host_mask(32 - self.outer_source_v4_prefix),
+            outer_src_v6: [w(0), w(4), w(8), w(12)],
+            outer_src_v6_host_mask: host_mask(128 - self.outer_source_v6_prefix),
+            _pad2: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(address: &str, backends: &[&str]) -> VipConfig {
+        VipConfig {
+            address: address.parse().unwrap(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            flags: 0,
+            backends: backends
+                .iter()
+                .map(|b| BackendConfig {
+                    address: b.parse().unwrap(),
+                    weight: 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let field = |c: VipConfig| c.validate().unwrap_err().field;
+        assert_eq!(
+            field(vip("2001:db8::1", &["2001:db8::2", "10.0.0.1"])),
+            "backends[1].address"
+        );
+        assert_eq!(field(vip("0.0.0.0", &[])), "address");
+        assert_eq!(
+            field(vip("10.0.0.1", &["10.0.0.2", "10.0.0.2"])),
+            "backends[1].address"
+        );
+        let mut c = vip("10.0.0.1", &["10.0.0.2"]);
+        c.backends[0].weight = lb_maglev::MAX_WEIGHT + 1;
+        assert_eq!(field(c), "backends[0].weight");
+        let mut c = vip("10.0.0.1", &[]);
+        c.flags = 1 << 7;
+        assert_eq!(field(c), "flags");
+        let mut c = vip("10.0.0.1", &[]);
+        c.port = 0;
+        assert_eq!(field(c), "port");
+        assert!(
+            vip("10.0.0.1", &["10.0.0.2", "2001:db8::2"])
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn control_masks_cover_host_bits_in_wire_order() {
+        let c = NodeConfig::default().to_control().unwrap();
+        assert_eq!(c.outer_src_v4.to_ne_bytes(), [172, 16, 0, 0]);
+        assert_eq!(c.outer_src_v4_host_mask.to_ne_bytes(), [0, 0, 255, 255]);
+        assert_eq!(c.outer_src_v6_host_mask, u32::MAX);
+        let err = NodeConfig {
+            outer_source_v6_prefix: 64,
+            ..NodeConfig::default()
+        }
+        .to_control()
+        .unwrap_err();
+        assert_eq!(err.field, "outer_source_v6_prefix");
+    }
+}

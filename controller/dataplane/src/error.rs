@@ -1,0 +1,61 @@
+//! Errors of the dataplane crate.
+
+use aya::{EbpfError, maps::MapError, programs::ProgramError};
+use thiserror::Error;
+
+use crate::config::ConfigError;
+
+/// Why a dataplane operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DataplaneError {
+    /// The configuration was rejected; nothing was changed.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// Loading the eBPF object (maps or verifier) failed.
+    #[error("loading the eBPF object")]
+    Load(#[source] EbpfError),
+    /// A map the programs need is missing from the object.
+    #[error("map {map} is missing from the eBPF object or has the wrong type")]
+    MissingMap {
+        map: &'static str,
+        #[source]
+        source: Option<MapError>,
+    },
+    /// A program is missing or failed to load, attach or run.
+    #[error("program {program}: {op}")]
+    Program {
+        program: &'static str,
+        op: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    /// A map operation failed.
+    #[error("{op} on map {map}")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: MapError,
+    },
+    /// A table sized at load time is full.
+    #[error("{what} table is full ({limit} entries)")]
+    Full { what: &'static str, limit: u32 },
+    /// The VIP is not programmed.
+    #[error("no such VIP")]
+    NoSuchVip,
+    /// A network interface could not be resolved.
+    #[error("interface {name}")]
+    Interface {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn map_err(
+    map: &'static str,
+    op: &'static str,
+) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, op, source }
+}

@@ -1,0 +1,238 @@
+//! The userspace side of the XDP dataplane: load, attach, program, observe.
+//!
+//! - [`Dataplane::load`] loads the embedded eBPF object with the sizes of
+//!   [`LoadOptions`] and hands out the [`Programmer`], the only writer of the
+//!   maps.
+//! - [`Programmer::upsert_vip`] / [`Programmer::remove_vip`] change a VIP so
+//!   that every packet sees its whole old state or its whole new state (see
+//!   [`programmer`] for how).
+//! - [`Programmer::state`] mirrors what the maps hold for `lb_model`, which
+//!   answers "which backend gets this flow" without the kernel.
+//! - [`Programmer::stats`] sums the per-CPU counters.
+//! - [`Dataplane::attach`] puts a program on an interface; [`Runner`] runs
+//!   one on a frame with `BPF_PROG_TEST_RUN`.
+//!
+//! # Example
+//! ```no_run
+//! use lb_dataplane::{Dataplane, LoadOptions, NodeConfig, Protocol, VipConfig, BackendConfig};
+//!
+//! let mut dp = Dataplane::load(&LoadOptions::default())?;
+//! dp.programmer().set_node(&NodeConfig::default())?;
+//! dp.programmer().upsert_vip(&VipConfig {
+//!     address: "10.0.0.100".parse().unwrap(),
+//!     port: 80,
+//!     protocol: Protocol::Tcp,
+//!     flags: 0,
+//!     backends: vec![BackendConfig { address: "10.1.0.1".parse().unwrap(), weight: 1 }],
+//! })?;
+//! dp.attach(lb_dataplane::ProgramKind::Balancer, "eth0", aya::programs::XdpMode::Driver)?;
+//! # Ok::<(), lb_dataplane::DataplaneError>(())
+//! ```
+
+pub mod config;
+mod error;
+mod ids;
+mod options;
+pub mod programmer;
+mod runner;
+mod stats;
+
+use std::ffi::CString;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Map,
+    programs::{Xdp, XdpMode},
+};
+use lb_abi::{
+    backend::BACKENDS,
+    control::CONTROL,
+    flow::FLOWS,
+    ring::{RING_SIZE, RINGS},
+    stats::{BACKEND_STATS, GLOBAL_STATS, VIP_STATS},
+    vip::VIPS,
+};
+
+use crate::programmer::Maps;
+pub use crate::{
+    config::{BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
+    error::DataplaneError,
+    options::LoadOptions,
+    programmer::Programmer,
+    runner::{RunResult, Runner},
+    stats::Stats,
+};
+
+/// The compiled XDP programs, built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+/// The XDP programs in the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramKind {
+    /// The load balancer.
+    Balancer,
+    /// `XDP_PASS` only: lets native-mode `XDP_TX` frames reach a veth peer,
+    /// and is the empty baseline of the benchmarks.
+    Pass,
+}
+
+impl ProgramKind {
+    const fn name(self) -> &'static str {
+        match self {
+            ProgramKind::Balancer => "balancer",
+            ProgramKind::Pass => "pass",
+        }
+    }
+}
+
+/// The loaded dataplane: programs (verified and loaded, attached on
+/// request) and the programmer of their maps. Dropping it detaches the
+/// programs and frees the maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    programmer: Programmer,
+}
+
+impl Dataplane {
+    /// Loads and verifies the programs with the given sizes.
+    pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
+        options.validate()?;
+        let bench_restore = u8::from(options.bench_restore);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(RING_SIZE, &options.ring_size, true)
+            .override_global("BENCH_RESTORE", &bench_restore, true)
+            .map_max_entries(VIPS, options.max_vips)
+            .map_max_entries(VIP_STATS, options.max_vips)
+            .map_max_entries(BACKENDS, options.max_backends)
+            .map_max_entries(BACKEND_STATS, options.max_backends)
+            .map_max_entries(FLOWS, options.flow_table_entries)
+            .map_max_entries(RINGS, options.ring_slots())
+            .load(EBPF_OBJECT)
+            .map_err(DataplaneError::Load)?;
+        for kind in [ProgramKind::Balancer, ProgramKind::Pass] {
+            let program = xdp_mut(&mut ebpf, kind)?;
+            program.load().map_err(|source| DataplaneError::Program {
+                program: kind.name(),
+                op: "load",
+                source,
+            })?;
+        }
+        let maps = Maps {
+            vips: typed(&mut ebpf, VIPS)?,
+            backends: typed(&mut ebpf, BACKENDS)?,
+            flows: typed(&mut ebpf, FLOWS)?,
+            rings: typed(&mut ebpf, RINGS)?,
+            control: typed(&mut ebpf, CONTROL)?,
+            vip_stats: typed(&mut ebpf, VIP_STATS)?,
+            backend_stats: typed(&mut ebpf, BACKEND_STATS)?,
+            global_stats: typed(&mut ebpf, GLOBAL_STATS)?,
+        };
+        let programmer = Programmer::new(maps, options)?;
+        Ok(Self { ebpf, programmer })
+    }
+
+    /// The writer of the maps.
+    pub fn programmer(&mut self) -> &mut Programmer {
+        &mut self.programmer
+    }
+
+    /// Runs `kind` on frames with `BPF_PROG_TEST_RUN`.
+    pub fn runner(&self, kind: ProgramKind) -> Result<Runner<'_>, DataplaneError> {
+        Ok(Runner {
+            program: xdp(&self.ebpf, kind)?,
+            name: kind.name(),
+        })
+    }
+
+    /// A runner and the programmer at once, for driving both from two
+    /// threads.
+    pub fn split(
+        &mut self,
+        kind: ProgramKind,
+    ) -> Result<(Runner<'_>, &mut Programmer), DataplaneError> {
+        let program = xdp(&self.ebpf, kind)?;
+        Ok((
+            Runner {
+                program,
+                name: kind.name(),
+            },
+            &mut self.programmer,
+        ))
+    }
+
+    /// Attaches `kind` to `interface` (resolved in the calling thread's
+    /// network namespace). It stays attached until the dataplane is dropped.
+    pub fn attach(
+        &mut self,
+        kind: ProgramKind,
+        interface: &str,
+        mode: XdpMode,
+    ) -> Result<(), DataplaneError> {
+        let name = CString::new(interface).map_err(|e| DataplaneError::Interface {
+            name: interface.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+        // SAFETY: `name` is a valid NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(DataplaneError::Interface {
+                name: interface.to_owned(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        xdp_mut(&mut self.ebpf, kind)?
+            .attach(index, mode)
+            .map_err(|source| DataplaneError::Program {
+                program: kind.name(),
+                op: "attach",
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+fn xdp(ebpf: &Ebpf, kind: ProgramKind) -> Result<&Xdp, DataplaneError> {
+    let program = ebpf.program(kind.name()).ok_or(DataplaneError::Program {
+        program: kind.name(),
+        op: "find",
+        source: aya::programs::ProgramError::NotLoaded,
+    })?;
+    program
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            program: kind.name(),
+            op: "find",
+            source,
+        })
+}
+
+fn xdp_mut(ebpf: &mut Ebpf, kind: ProgramKind) -> Result<&mut Xdp, DataplaneError> {
+    let program = ebpf
+        .program_mut(kind.name())
+        .ok_or(DataplaneError::Program {
+            program: kind.name(),
+            op: "find",
+            source: aya::programs::ProgramError::NotLoaded,
+        })?;
+    program
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            program: kind.name(),
+            op: "find",
+            source,
+        })
+}
+
+fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap {
+        map: name,
+        source: None,
+    })?;
+    T::try_from(map).map_err(|e| DataplaneError::MissingMap {
+        map: name,
+        source: Some(e),
+    })
+}

@@ -1,0 +1,77 @@
+//! Sizes fixed when the dataplane is loaded.
+
+use lb_abi::limits;
+
+use crate::config::ConfigError;
+
+/// Sizes of the dataplane's tables, fixed at load time. Defaults are
+/// Katran's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Maglev ring size M; prime. Default 65537.
+    pub ring_size: u32,
+    /// Most VIPs at once. Default 512.
+    pub max_vips: u32,
+    /// Most distinct backend addresses at once. Default 4096.
+    pub max_backends: u32,
+    /// Flow-table entries (LRU). Default 8,000,000.
+    pub flow_table_entries: u32,
+    /// Benchmarks only: undo the encapsulation after building it, so that
+    /// repeated `BPF_PROG_TEST_RUN` runs of one frame all take the full path.
+    /// Never set this on a node that carries traffic.
+    pub bench_restore: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            ring_size: limits::DEFAULT_RING_SIZE,
+            max_vips: limits::DEFAULT_MAX_VIPS,
+            max_backends: limits::DEFAULT_MAX_BACKENDS,
+            flow_table_entries: limits::DEFAULT_FLOW_TABLE_ENTRIES,
+            bench_restore: false,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Checks the sizes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        lb_maglev::check_table_size(self.ring_size)
+            .map_err(|e| ConfigError::new("ring_size", e.to_string()))?;
+        for (field, value) in [
+            ("max_vips", self.max_vips),
+            ("max_backends", self.max_backends),
+            ("flow_table_entries", self.flow_table_entries),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be at least 1"));
+            }
+        }
+        if self.max_vips > 1 << 20 {
+            return Err(ConfigError::new("max_vips", "must be at most 1048576"));
+        }
+        Ok(())
+    }
+
+    /// Slots of the ring map-of-maps: slot 0 for the reader barrier, one per
+    /// VIP, and one for a VIP's next ring while its current one is live.
+    pub(crate) fn ring_slots(&self) -> u32 {
+        self.max_vips + 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_size_must_be_prime() {
+        let o = LoadOptions {
+            ring_size: 65_536,
+            ..LoadOptions::default()
+        };
+        assert_eq!(o.validate().unwrap_err().field, "ring_size");
+        assert!(LoadOptions::default().validate().is_ok());
+    }
+}

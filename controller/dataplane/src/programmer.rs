@@ -1,0 +1,408 @@
+//! Programming the maps: VIPs, their rings and backends, and node settings.
+//!
+//! # How a VIP changes atomically
+//! 1. Backends the VIP gains get ids; their table entries are written
+//!    (no ring names them yet, so no packet can reach them).
+//! 2. The new ring is written completely into a fresh inner map, which is
+//!    then stored in a free slot of `RINGS` (no VIP points there yet).
+//! 3. The VIP's value — flags and ring slot together — is replaced in one
+//!    map update. `VIPS` has no preallocation, so the kernel swaps whole
+//!    elements under RCU: a packet sees the old value or the new one.
+//! 4. A reader barrier: an update of a map-of-maps returns only after every
+//!    program run that began before it has finished. After it, no packet can
+//!    still hold the old ring, so the old slot is reused and backends no ring
+//!    names any more are cleared (generation 0) and their ids recycled.
+//!    Flow entries pointing at a recycled id carry the old generation and
+//!    re-hash instead of following the id to its next holder.
+//!
+//! If anything fails before step 3, the VIP's old state stays in force.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
+use lb_abi::{
+    backend::{BACKENDS, Backend},
+    control::CONTROL,
+    flow::{FLOWS, FlowKey, FlowValue},
+    ring::{INNER_MAP_FLAGS, NO_RING, RINGS},
+    stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
+    vip::{VIPS, VipKey, VipValue},
+    wire_addr,
+};
+use lb_maglev::{MaglevError, Member};
+use lb_model::{DataplaneState, VipEntry};
+
+use crate::{
+    config::{ConfigError, NodeConfig, VipConfig},
+    error::{DataplaneError, map_err},
+    ids::{BackendIds, IndexPool},
+    options::LoadOptions,
+};
+
+/// Slot of `RINGS` whose rewrite serves as the reader barrier.
+const BARRIER_SLOT: u32 = 0;
+
+/// Handles on the maps, taken from the loaded object.
+pub(crate) struct Maps {
+    pub(crate) vips: BpfHashMap<MapData, VipKey, VipValue>,
+    pub(crate) backends: Array<MapData, Backend>,
+    pub(crate) flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+    pub(crate) rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
+    pub(crate) control: Array<MapData, lb_abi::control::Control>,
+    pub(crate) vip_stats: PerCpuArray<MapData, TrafficCounters>,
+    pub(crate) backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    pub(crate) global_stats: PerCpuArray<MapData, u64>,
+}
+
+/// A VIP as programmed.
+#[derive(Debug)]
+struct Programmed {
+    config: VipConfig,
+    value: VipValue,
+}
+
+/// Writes desired state into the balancer's maps; the only writer.
+pub struct Programmer {
+    pub(crate) maps: Maps,
+    ring_size: u32,
+    barrier_ring: Array<MapData, u32>,
+    vips: HashMap<VipKey, Programmed>,
+    backend_ids: BackendIds,
+    ring_slots: IndexPool,
+    vip_indices: IndexPool,
+    state: DataplaneState,
+}
+
+impl Programmer {
+    pub(crate) fn new(mut maps: Maps, options: &LoadOptions) -> Result<Self, DataplaneError> {
+        let barrier_ring = Array::<MapData, u32>::create(1, INNER_MAP_FLAGS)
+            .map_err(map_err(RINGS, "create barrier ring"))?;
+        maps.rings
+            .set(BARRIER_SLOT, &barrier_ring, 0)
+            .map_err(map_err(RINGS, "store barrier ring"))?;
+        Ok(Self {
+            maps,
+            ring_size: options.ring_size,
+            barrier_ring,
+            vips: HashMap::new(),
+            backend_ids: BackendIds::new(options.max_backends),
+            ring_slots: IndexPool::new(BARRIER_SLOT + 1, options.ring_slots()),
+            vip_indices: IndexPool::new(0, options.max_vips),
+            state: DataplaneState {
+                ring_size: options.ring_size,
+                ..DataplaneState::default()
+            },
+        })
+    }
+
+    /// The programmed state, as the userspace model reads it.
+    pub fn state(&self) -> &DataplaneState {
+        &self.state
+    }
+
+    /// The configs of the programmed VIPs.
+    pub fn vips(&self) -> impl Iterator<Item = &VipConfig> {
+        self.vips.values().map(|p| &p.config)
+    }
+
+    /// The backend id `address` holds, if any VIP names it.
+    pub fn backend_id(&self, address: IpAddr) -> Option<u32> {
+        self.backend_ids.get(address).map(|b| b.id)
+    }
+
+    pub(crate) fn backend_addresses(&self) -> impl Iterator<Item = (IpAddr, u32)> + '_ {
+        self.backend_ids.iter().map(|(a, id)| (a, id.id))
+    }
+
+    pub(crate) fn vip_indices(&self) -> impl Iterator<Item = (&VipConfig, u32)> {
+        self.vips.values().map(|p| (&p.config, p.value.vip_index))
+    }
+
+    /// Sets how encapsulated frames leave the node.
+    pub fn set_node(&mut self, node: &NodeConfig) -> Result<(), DataplaneError> {
+        let control = node.to_control()?;
+        self.maps
+            .control
+            .set(0, &control, 0)
+            .map_err(map_err(CONTROL, "set"))?;
+        self.state.control = control;
+        Ok(())
+    }
+
+    /// Adds a VIP or replaces its flags and backends, atomically for packets.
+    pub fn upsert_vip(&mut self, config: &VipConfig) -> Result<(), DataplaneError> {
+        config.validate()?;
+        let key = config.key();
+        let ring = build_ring(config, self.ring_size)?;
+
+        let vip_index = match self.vips.get(&key) {
+            Some(p) => p.value.vip_index,
+            None => self.new_vip_index()?,
+        };
+        let ids = match self.acquire_backends(config) {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.forget_new_vip_index(&key, vip_index);
+                return Err(e);
+            }
+        };
+        let ring_slot = match ring.map(|r| self.store_ring(&r, &ids)).transpose() {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.release_backends(config, false);
+                self.forget_new_vip_index(&key, vip_index);
+                return Err(e);
+            }
+        };
+        let value = VipValue {
+            vip_index,
+            ring_slot: ring_slot.as_ref().map_or(NO_RING, |(slot, _)| *slot),
+            flags: config.flags,
+            _pad: 0,
+        };
+        if let Err(e) = self
+            .maps
+            .vips
+            .insert(&key, &value, 0)
+            .map_err(map_err(VIPS, "insert"))
+        {
+            if let Some((slot, _)) = ring_slot {
+                self.ring_slots.release(slot);
+            }
+            self.release_backends(config, false);
+            self.forget_new_vip_index(&key, vip_index);
+            return Err(e);
+        }
+
+        self.state.vips.insert(
+            key,
+            VipEntry {
+                vip_index,
+                flags: config.flags,
+                ring_slot: value.ring_slot,
+                ring: ring_slot.map(|(_, ids)| ids),
+            },
+        );
+        let old = self.vips.insert(
+            key,
+            Programmed {
+                config: config.clone(),
+                value,
+            },
+        );
+        if let Some(old) = old {
+            self.retire(&old)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a VIP; its traffic passes to the kernel from then on.
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        let old = self.vips.get(key).ok_or(DataplaneError::NoSuchVip)?;
+        let index = old.value.vip_index;
+        self.maps
+            .vips
+            .remove(key)
+            .map_err(map_err(VIPS, "remove"))?;
+        let old = self.vips.remove(key).ok_or(DataplaneError::NoSuchVip)?;
+        self.state.vips.remove(key);
+        self.retire(&old)?;
+        self.vip_indices.release(index);
+        Ok(())
+    }
+
+    /// Waits until no program run that started before this call is still
+    /// running.
+    pub fn wait_for_readers(&mut self) -> Result<(), DataplaneError> {
+        // The kernel runs synchronize_rcu() after a map-of-maps update from
+        // the syscall side; rewriting the barrier slot is such an update.
+        self.maps
+            .rings
+            .set(BARRIER_SLOT, &self.barrier_ring, 0)
+            .map_err(map_err(RINGS, "barrier"))
+    }
+
+    /// Removes every flow-table entry.
+    pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
+        let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            match self.maps.flows.remove(&k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(FLOWS, "remove")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a VIP stopped pointing at `old`'s ring: wait out readers, then
+    /// free the slot and the backends nothing names any more.
+    fn retire(&mut self, old: &Programmed) -> Result<(), DataplaneError> {
+        let freed = self.release_backends(&old.config, true);
+        if old.value.ring_slot == NO_RING && freed.is_empty() {
+            return Ok(());
+        }
+        self.wait_for_readers()?;
+        if old.value.ring_slot != NO_RING {
+            self.ring_slots.release(old.value.ring_slot);
+        }
+        for id in freed {
+            self.maps
+                .backends
+                .set(id, &Backend::default(), 0)
+                .map_err(map_err(BACKENDS, "clear"))?;
+            self.state.backends.remove(&id);
+            self.backend_ids.recycle(id);
+        }
+        Ok(())
+    }
+
+    fn new_vip_index(&mut self) -> Result<u32, DataplaneError> {
+        let limit = self.state.vips.len() as u32;
+        let index = self
+            .vip_indices
+            .acquire()
+            .ok_or(DataplaneError::Full { what: "VIP", limit })?;
+        // The index may have counted for an earlier VIP.
+        self.zero_stats(index, true)?;
+        Ok(index)
+    }
+
+    fn forget_new_vip_index(&mut self, key: &VipKey, index: u32) {
+        if !self.vips.contains_key(key) {
+            self.vip_indices.release(index);
+        }
+    }
+
+    /// Takes a reference on every backend of `config`, writing entries for
+    /// ids that are new; returns the ids in config order.
+    fn acquire_backends(&mut self, config: &VipConfig) -> Result<Vec<u32>, DataplaneError> {
+        let mut ids = Vec::with_capacity(config.backends.len());
+        for (i, b) in config.backends.iter().enumerate() {
+            let Some((id, new)) = self.backend_ids.acquire(b.address) else {
+                self.release_backends(
+                    &VipConfig {
+                        backends: config.backends[..i].to_vec(),
+                        ..config.clone()
+                    },
+                    false,
+                );
+                return Err(DataplaneError::Full {
+                    what: "backend",
+                    limit: self.state.backends.len() as u32,
+                });
+            };
+            if new {
+                let (family, addr) = wire_addr(b.address);
+                let entry = Backend {
+                    addr,
+                    family,
+                    _pad: [0; 3],
+                    generation: id.generation,
+                };
+                self.zero_stats(id.id, false)?;
+                self.maps
+                    .backends
+                    .set(id.id, &entry, 0)
+                    .map_err(map_err(BACKENDS, "set"))?;
+                self.state.backends.insert(id.id, entry);
+            }
+            ids.push(id.id);
+        }
+        Ok(ids)
+    }
+
+    /// Drops `config`'s references; returns ids nothing names any more. With
+    /// `visible` false the ids were never in a ring a packet could read, so
+    /// they are recycled at once.
+    fn release_backends(&mut self, config: &VipConfig, visible: bool) -> Vec<u32> {
+        let mut freed = Vec::new();
+        for b in &config.backends {
+            if let Some(id) = self.backend_ids.release(b.address) {
+                if visible {
+                    freed.push(id);
+                } else {
+                    self.state.backends.remove(&id);
+                    self.backend_ids.recycle(id);
+                }
+            }
+        }
+        freed
+    }
+
+    /// Writes a complete ring into a fresh inner map and stores it in a free
+    /// slot; returns the slot and the ring's backend ids.
+    fn store_ring(
+        &mut self,
+        members: &[u32],
+        ids: &[u32],
+    ) -> Result<(u32, Arc<[u32]>), DataplaneError> {
+        let slot = self.ring_slots.acquire().ok_or(DataplaneError::Full {
+            what: "ring slot",
+            limit: self.ring_size,
+        })?;
+        let result = (|| {
+            let ring: Arc<[u32]> = members.iter().map(|&m| ids[m as usize]).collect();
+            let mut inner = Array::<MapData, u32>::create(self.ring_size, INNER_MAP_FLAGS)
+                .map_err(map_err(RINGS, "create ring"))?;
+            for (i, id) in ring.iter().enumerate() {
+                inner
+                    .set(i as u32, id, 0)
+                    .map_err(map_err(RINGS, "fill ring"))?;
+            }
+            self.maps
+                .rings
+                .set(slot, &inner, 0)
+                .map_err(map_err(RINGS, "store ring"))?;
+            Ok(ring)
+        })();
+        match result {
+            Ok(ring) => Ok((slot, ring)),
+            Err(e) => {
+                self.ring_slots.release(slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn zero_stats(&mut self, index: u32, vip: bool) -> Result<(), DataplaneError> {
+        let (map, name) = if vip {
+            (&mut self.maps.vip_stats, VIP_STATS)
+        } else {
+            (&mut self.maps.backend_stats, BACKEND_STATS)
+        };
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| map_err(name, "count cpus")(aya::maps::MapError::IoError(e)))?;
+        let zeros = PerCpuValues::try_from(vec![TrafficCounters::default(); cpus.get() as usize])
+            .map_err(|e| map_err(name, "zero")(aya::maps::MapError::IoError(e)))?;
+        map.set(index, zeros, 0).map_err(map_err(name, "zero"))
+    }
+}
+
+/// The Maglev ring of `config` as indices into its backends, or `None` when
+/// no backend takes new flows.
+fn build_ring(config: &VipConfig, ring_size: u32) -> Result<Option<Vec<u32>>, DataplaneError> {
+    let identities: Vec<Vec<u8>> = config
+        .backends
+        .iter()
+        .map(|b| backend_identity(b.address))
+        .collect();
+    let members: Vec<Member<'_>> = identities
+        .iter()
+        .zip(&config.backends)
+        .map(|(id, b)| Member::new(id, b.weight))
+        .collect();
+    match lb_maglev::build(&members, ring_size) {
+        Ok(ring) => Ok(Some(ring)),
+        Err(MaglevError::ZeroTotalWeight) => Ok(None),
+        Err(e) => Err(ConfigError::new("backends", e.to_string()).into()),
+    }
+}
+
+/// The canonical identity a backend is hashed by: family tag, then the
+/// address bytes.
+pub fn backend_identity(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(a) => [&[lb_abi::FAMILY_V4][..], &a.octets()].concat(),
+        IpAddr::V6(a) => [&[lb_abi::FAMILY_V6][..], &a.octets()].concat(),
+    }
+}

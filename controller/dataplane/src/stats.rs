@@ -1,0 +1,85 @@
+//! Reading the counters, summed over CPUs.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use lb_abi::stats::{BACKEND_STATS, GLOBAL_STATS, GlobalCounter, TrafficCounters, VIP_STATS};
+
+use crate::{
+    config::Protocol,
+    error::{DataplaneError, map_err},
+    programmer::Programmer,
+};
+
+/// Every counter of the balancer, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Node-wide verdict and flow-table counters.
+    pub global: BTreeMap<GlobalCounter, u64>,
+    /// Per programmed VIP, by (address, port, protocol).
+    pub vips: BTreeMap<(IpAddr, u16, u8), TrafficCounters>,
+    /// Per backend address in use.
+    pub backends: BTreeMap<IpAddr, TrafficCounters>,
+}
+
+impl Stats {
+    /// One global counter.
+    pub fn global(&self, counter: GlobalCounter) -> u64 {
+        self.global.get(&counter).copied().unwrap_or(0)
+    }
+
+    /// Packets dropped, all reasons together.
+    pub fn drops(&self) -> u64 {
+        self.global
+            .iter()
+            .filter(|(c, _)| c.is_drop())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+fn sum(values: &[TrafficCounters]) -> TrafficCounters {
+    values
+        .iter()
+        .fold(TrafficCounters::default(), |a, v| TrafficCounters {
+            packets: a.packets + v.packets,
+            bytes: a.bytes + v.bytes,
+        })
+}
+
+impl Programmer {
+    /// Reads every counter.
+    pub fn stats(&self) -> Result<Stats, DataplaneError> {
+        let mut stats = Stats::default();
+        for &c in GlobalCounter::ALL {
+            let per_cpu = self
+                .maps
+                .global_stats
+                .get(&(c as u32), 0)
+                .map_err(map_err(GLOBAL_STATS, "get"))?;
+            stats.global.insert(c, per_cpu.iter().sum());
+        }
+        for (config, index) in self.vip_indices() {
+            let per_cpu = self
+                .maps
+                .vip_stats
+                .get(&index, 0)
+                .map_err(map_err(VIP_STATS, "get"))?;
+            let proto = match config.protocol {
+                Protocol::Tcp => lb_abi::PROTO_TCP,
+                Protocol::Udp => lb_abi::PROTO_UDP,
+            };
+            stats
+                .vips
+                .insert((config.address, config.port, proto), sum(&per_cpu));
+        }
+        for (address, id) in self.backend_addresses() {
+            let per_cpu = self
+                .maps
+                .backend_stats
+                .get(&id, 0)
+                .map_err(map_err(BACKEND_STATS, "get"))?;
+            stats.backends.insert(address, sum(&per_cpu));
+        }
+        Ok(stats)
+    }
+}

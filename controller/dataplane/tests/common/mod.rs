@@ -1,0 +1,121 @@
+//! Shared helpers of the kernel tests: a loaded dataplane with a standard
+//! node config, frame builders, and a checker that runs the kernel and the
+//! model side by side.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+
+use etherparse::PacketBuilder;
+use lb_dataplane::{
+    BackendConfig, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, RunResult, VipConfig,
+};
+use lb_model::{Model, Outcome};
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+
+/// Sizes small enough for many tests to load in parallel.
+pub fn small_options(ring_size: u32) -> LoadOptions {
+    LoadOptions {
+        ring_size,
+        max_vips: 32,
+        max_backends: 256,
+        flow_table_entries: 1 << 17,
+        bench_restore: false,
+    }
+}
+
+pub fn node() -> NodeConfig {
+    NodeConfig {
+        gateway_mac: GATEWAY_MAC,
+        interface_mac: LB_MAC,
+        ..NodeConfig::default()
+    }
+}
+
+/// A dataplane loaded with `ring_size` and the standard node config.
+pub fn dataplane(ring_size: u32) -> Dataplane {
+    let mut dp = Dataplane::load(&small_options(ring_size)).expect("load dataplane (run as root)");
+    dp.programmer().set_node(&node()).unwrap();
+    dp
+}
+
+pub fn vip(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u32)]) -> VipConfig {
+    VipConfig {
+        address: address.parse().unwrap(),
+        port,
+        protocol,
+        flags: 0,
+        backends: backends
+            .iter()
+            .map(|(a, w)| BackendConfig {
+                address: a.parse().unwrap(),
+                weight: *w,
+            })
+            .collect(),
+    }
+}
+
+/// TCP flags for [`tcp`].
+#[derive(Clone, Copy)]
+pub enum Tcp {
+    Syn,
+    Ack,
+}
+
+/// An Ethernet frame carrying TCP from `src:sport` to `dst:dport`.
+pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: Tcp, payload: &[u8]) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+    let ip = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let t = ip.tcp(sport, dport, 1000, 64_000);
+    let t = match flags {
+        Tcp::Syn => t.syn(),
+        Tcp::Ack => t.ack(1),
+    };
+    let mut out = Vec::new();
+    t.write(&mut out, payload).unwrap();
+    out
+}
+
+/// An Ethernet frame carrying UDP.
+pub fn udp(src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+    let ip = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let mut out = Vec::new();
+    ip.udp(sport, dport).write(&mut out, payload).unwrap();
+    out
+}
+
+/// Runs `frame` through the kernel program and the model; asserts they
+/// agree on action and bytes, and returns both.
+pub fn check(dp: &Dataplane, model: &mut Model, frame: &[u8]) -> (RunResult, Outcome) {
+    let kernel = dp
+        .runner(ProgramKind::Balancer)
+        .unwrap()
+        .run(frame)
+        .unwrap();
+    let expected = model.process(frame);
+    assert_eq!(
+        kernel.action,
+        expected.action.code(),
+        "action for frame {frame:02x?}: model {expected:?}"
+    );
+    assert_eq!(kernel.frame, expected.frame, "bytes for frame {frame:02x?}");
+    (kernel, expected)
+}
+
+/// The model of `dp`'s current programmed state, keeping `flows`.
+pub fn resync(dp: &mut Dataplane, model: &mut Model) {
+    model.state = dp.programmer().state().clone();
+}

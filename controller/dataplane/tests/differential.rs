@@ -1,0 +1,268 @@
+//! The kernel program against the model on random configs and random
+//! frames (valid, malformed, truncated): action and output bytes must be
+//! equal for every frame, and so must the counters.
+//!
+//! Each case is one config with a run of frames; `CASES` × `FRAMES_PER_CASE`
+//! frames per run (10,240 by default; `PROPTEST_CASES` overrides the number
+//! of configs).
+
+mod common;
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use common::*;
+use etherparse::PacketBuilder;
+use lb_abi::{stats::GlobalCounter, vip::flags};
+use lb_dataplane::{BackendConfig, Dataplane, LoadOptions, ProgramKind, Protocol, VipConfig};
+use lb_model::Model;
+use proptest::prelude::*;
+
+const CASES: u32 = 160;
+const FRAMES_PER_CASE: usize = 64;
+const RING_SIZE: u32 = 251;
+
+const VIP_V4: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
+const VIP_V6: [&str; 2] = ["2001:db8::1", "2001:db8::2"];
+const PORTS: [u16; 3] = [80, 443, 53];
+
+#[derive(Clone, Debug)]
+struct VipSpec {
+    v6: bool,
+    addr: usize,
+    port: usize,
+    udp: bool,
+    flags: u32,
+    backends: Vec<(bool, u8, u32)>,
+}
+
+fn vip_spec() -> impl Strategy<Value = VipSpec> {
+    (
+        any::<bool>(),
+        0..2usize,
+        0..3usize,
+        any::<bool>(),
+        0..=flags::ALL,
+        prop::collection::vec((any::<bool>(), 1..40u8, 0..4u32), 0..6),
+    )
+        .prop_map(|(v6, addr, port, udp, flags, backends)| VipSpec {
+            v6,
+            addr,
+            port,
+            udp,
+            flags,
+            backends,
+        })
+}
+
+fn to_config(spec: &VipSpec) -> VipConfig {
+    let address: IpAddr = if spec.v6 { VIP_V6[spec.addr] } else { VIP_V4[spec.addr] }
+        .parse()
+        .unwrap();
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    for &(want_v6, host, weight) in &spec.backends {
+        // An IPv6 VIP needs IPv6 backends; an IPv4 VIP takes both.
+        let address: IpAddr = if want_v6 || spec.v6 {
+            format!("2001:db8:b::{host}").parse().unwrap()
+        } else {
+            format!("10.9.0.{host}").parse().unwrap()
+        };
+        if !backends.iter().any(|b| b.address == address) {
+            backends.push(BackendConfig { address, weight });
+        }
+    }
+    VipConfig {
+        address,
+        port: PORTS[spec.port],
+        protocol: if spec.udp { Protocol::Udp } else { Protocol::Tcp },
+        flags: spec.flags,
+        backends,
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    None,
+    /// Cut the frame to 14 + this share (per 256) of the rest.
+    Truncate(u8),
+    /// IPv4 options of this many words.
+    Options(u8),
+    MoreFragments,
+    FragmentOffset(u16),
+    Version(u8),
+    /// Add to the IP length field.
+    Length(i16),
+    EtherType(u16),
+    /// Ethernet trailer bytes after the IP packet.
+    Trailer(u8),
+}
+
+#[derive(Clone, Debug)]
+struct FrameSpec {
+    v6: bool,
+    src: u8,
+    sport: u16,
+    /// Index into the VIP addresses, or a non-VIP address.
+    dst: Option<usize>,
+    port: usize,
+    /// 0 TCP, 1 UDP, 2 ICMP.
+    proto: u8,
+    syn: bool,
+    payload: u8,
+    mutation: Mutation,
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        6 => Just(Mutation::None),
+        2 => any::<u8>().prop_map(Mutation::Truncate),
+        1 => (1..=10u8).prop_map(Mutation::Options),
+        1 => Just(Mutation::MoreFragments),
+        1 => (1..0x1fffu16).prop_map(Mutation::FragmentOffset),
+        1 => (0..16u8).prop_map(Mutation::Version),
+        1 => (-60..60i16).prop_map(Mutation::Length),
+        1 => any::<u16>().prop_map(Mutation::EtherType),
+        1 => (1..40u8).prop_map(Mutation::Trailer),
+    ]
+}
+
+fn frame_spec() -> impl Strategy<Value = FrameSpec> {
+    (
+        any::<bool>(),
+        1..6u8,
+        prop_oneof![Just(1000u16), Just(2000), any::<u16>()],
+        prop_oneof![3 => (0..2usize).prop_map(Some), 1 => Just(None)],
+        0..4usize,
+        prop_oneof![4 => Just(0u8), 3 => Just(1), 1 => Just(2)],
+        any::<bool>(),
+        0..80u8,
+        mutation(),
+    )
+        .prop_map(|(v6, src, sport, dst, port, proto, syn, payload, mutation)| FrameSpec {
+            v6,
+            src,
+            sport,
+            dst,
+            port,
+            proto,
+            syn,
+            payload,
+            mutation,
+        })
+}
+
+fn build_frame(spec: &FrameSpec) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    let dport = PORTS.get(spec.port).copied().unwrap_or(8080);
+    let ip = if spec.v6 {
+        let src: std::net::Ipv6Addr = format!("2001:db8:c::{}", spec.src).parse().unwrap();
+        let dst: std::net::Ipv6Addr = match spec.dst {
+            Some(i) => VIP_V6[i].parse().unwrap(),
+            None => "2001:db8::99".parse().unwrap(),
+        };
+        eth.ipv6(src.octets(), dst.octets(), 64)
+    } else {
+        let dst: std::net::Ipv4Addr = match spec.dst {
+            Some(i) => VIP_V4[i].parse().unwrap(),
+            None => "10.0.0.99".parse().unwrap(),
+        };
+        eth.ipv4([192, 0, 2, spec.src], dst.octets(), 64)
+    };
+    let payload = vec![0xab; usize::from(spec.payload)];
+    let mut out = Vec::new();
+    match spec.proto {
+        0 => {
+            let t = ip.tcp(spec.sport, dport, 7, 1000);
+            let t = if spec.syn { t.syn() } else { t.ack(9) };
+            t.write(&mut out, &payload).unwrap();
+        }
+        1 => ip.udp(spec.sport, dport).write(&mut out, &payload).unwrap(),
+        _ if spec.v6 => ip.icmpv6_echo_request(1, 2).write(&mut out, &payload).unwrap(),
+        _ => ip.icmpv4_echo_request(1, 2).write(&mut out, &payload).unwrap(),
+    }
+    mutate(out, spec)
+}
+
+fn mutate(mut f: Vec<u8>, spec: &FrameSpec) -> Vec<u8> {
+    let len_at = if spec.v6 { 18 } else { 16 };
+    match spec.mutation {
+        Mutation::None => {}
+        Mutation::Truncate(share) => {
+            let rest = f.len() - 14;
+            f.truncate(14 + rest * usize::from(share) / 256);
+        }
+        Mutation::Options(words) if !spec.v6 => {
+            let extra = usize::from(words) * 4;
+            let tail = f.split_off(34);
+            f.extend(std::iter::repeat_n(1u8, extra));
+            f.extend(tail);
+            f[14] = 0x40 | (5 + words);
+            let total = u16::from_be_bytes([f[16], f[17]]) + extra as u16;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+        }
+        Mutation::MoreFragments if !spec.v6 => f[20] |= 0x20,
+        Mutation::FragmentOffset(off) if !spec.v6 => {
+            let v = (u16::from_be_bytes([f[20], f[21]]) & 0xe000) | off;
+            f[20..22].copy_from_slice(&v.to_be_bytes());
+        }
+        Mutation::Version(v) => f[14] = (v << 4) | (f[14] & 0x0f),
+        Mutation::Length(delta) => {
+            let v = u16::from_be_bytes([f[len_at], f[len_at + 1]]).wrapping_add_signed(delta);
+            f[len_at..len_at + 2].copy_from_slice(&v.to_be_bytes());
+        }
+        Mutation::EtherType(t) => f[12..14].copy_from_slice(&t.to_be_bytes()),
+        Mutation::Trailer(n) => f.extend(std::iter::repeat_n(0u8, usize::from(n))),
+        _ => {}
+    }
+    f
+}
+
+fn run_case(vips: &[VipSpec], frames: &[FrameSpec]) -> Result<(), TestCaseError> {
+    let mut dp = Dataplane::load(&LoadOptions {
+        ring_size: RING_SIZE,
+        ..small_options(RING_SIZE)
+    })
+    .expect("load dataplane (run as root)");
+    dp.programmer().set_node(&node()).unwrap();
+    for spec in vips {
+        // Later specs for the same VIP replace earlier ones, as in real use.
+        dp.programmer().upsert_vip(&to_config(spec)).unwrap();
+    }
+    let mut model = Model::new(dp.programmer().state().clone());
+    let mut counts: BTreeMap<GlobalCounter, u64> = BTreeMap::new();
+    let runner = dp.runner(ProgramKind::Balancer).unwrap();
+    for spec in frames {
+        let frame = build_frame(spec);
+        if frame.len() < 14 {
+            continue;
+        }
+        let kernel = runner.run(&frame).unwrap();
+        let expected = model.process(&frame);
+        prop_assert_eq!(kernel.action, expected.action.code(), "{:?} {:02x?}", expected, frame);
+        prop_assert_eq!(&kernel.frame, &expected.frame, "{:?}", spec);
+        *counts.entry(expected.counter).or_default() += 1;
+        if let Some(hit) = expected.flow_lookup {
+            let c = if hit { GlobalCounter::FlowHit } else { GlobalCounter::FlowMiss };
+            *counts.entry(c).or_default() += 1;
+        }
+    }
+    let stats = dp.programmer().stats().unwrap();
+    for &c in GlobalCounter::ALL {
+        prop_assert_eq!(stats.global(c), counts.get(&c).copied().unwrap_or(0), "counter {:?}", c);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(CASES),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn kernel_matches_model(
+        vips in prop::collection::vec(vip_spec(), 1..5),
+        frames in prop::collection::vec(frame_spec(), FRAMES_PER_CASE),
+    ) {
+        run_case(&vips, &frames)?;
+    }
+}

@@ -1,0 +1,321 @@
+//! One `BPF_PROG_TEST_RUN` fixture per balancer path, each compared with
+//! the model byte for byte and checked against the counters.
+
+mod common;
+
+use common::*;
+use etherparse::{NetSlice, SlicedPacket};
+use lb_abi::stats::GlobalCounter;
+use lb_dataplane::{Dataplane, Protocol};
+use lb_model::{Action, Model};
+
+const VIP4: &str = "10.0.0.100";
+const VIP6: &str = "2001:db8::100";
+
+fn setup() -> (Dataplane, Model) {
+    let mut dp = dataplane(1021);
+    let p = dp.programmer();
+    p.upsert_vip(&vip(
+        VIP4,
+        80,
+        Protocol::Tcp,
+        &[("10.1.0.1", 1), ("10.1.0.2", 1), ("10.1.0.3", 1)],
+    ))
+    .unwrap();
+    p.upsert_vip(&vip(
+        VIP6,
+        443,
+        Protocol::Tcp,
+        &[("2001:db8:1::1", 1), ("2001:db8:1::2", 1)],
+    ))
+    .unwrap();
+    p.upsert_vip(&vip(
+        VIP4,
+        53,
+        Protocol::Udp,
+        &[("2001:db8:2::1", 1), ("2001:db8:2::2", 1)],
+    ))
+    .unwrap();
+    let model = Model::new(dp.programmer().state().clone());
+    (dp, model)
+}
+
+fn outer_dst(frame: &[u8]) -> std::net::IpAddr {
+    match SlicedPacket::from_ethernet(frame).unwrap().net.unwrap() {
+        NetSlice::Ipv4(ip) => ip.header().destination_addr().into(),
+        NetSlice::Ipv6(ip) => ip.header().destination_addr().into(),
+        _ => panic!("no IP"),
+    }
+}
+
+fn counter(dp: &mut Dataplane, c: GlobalCounter) -> u64 {
+    dp.programmer().stats().unwrap().global(c)
+}
+
+#[test]
+fn v4_syn_then_flow_table_hit_after_ring_change() {
+    let (mut dp, mut model) = setup();
+    let syn = tcp("192.0.2.1", 40000, VIP4, 80, Tcp::Syn, b"");
+    let (k, m) = check(&dp, &mut model, &syn);
+    assert_eq!(m.action, Action::Tx);
+    assert_eq!(&k.frame[..6], &GATEWAY_MAC);
+    assert_eq!(&k.frame[6..12], &LB_MAC);
+    let SlicedPacket {
+        net: Some(NetSlice::Ipv4(outer)),
+        ..
+    } = SlicedPacket::from_ethernet(&k.frame).unwrap()
+    else {
+        panic!("outer not IPv4");
+    };
+    let h = outer.header().to_header();
+    assert_eq!(h.protocol.0, 4, "IPIP");
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    assert_eq!(&k.frame[34..], &syn[14..], "inner packet untouched");
+    let first = outer_dst(&k.frame);
+
+    // Drain the chosen backend: the ring no longer names it, but it stays.
+    let backends: Vec<(String, u32)> = ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+        .iter()
+        .map(|b| {
+            (
+                b.to_string(),
+                u32::from(b.parse::<std::net::IpAddr>().unwrap() != first),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, u32)> = backends.iter().map(|(a, w)| (a.as_str(), *w)).collect();
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &refs))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    let hits = counter(&mut dp, GlobalCounter::FlowHit);
+    let ack = tcp("192.0.2.1", 40000, VIP4, 80, Tcp::Ack, b"data");
+    let (k, m) = check(&dp, &mut model, &ack);
+    assert_eq!(m.counter, GlobalCounter::TxFlowHit);
+    assert_eq!(
+        outer_dst(&k.frame),
+        first,
+        "established flow stays on its backend"
+    );
+    assert_eq!(counter(&mut dp, GlobalCounter::FlowHit), hits + 1);
+    // A new SYN on the same tuple takes the ring, which no longer has it.
+    let (k, _) = check(&dp, &mut model, &syn);
+    assert_ne!(outer_dst(&k.frame), first);
+}
+
+#[test]
+fn v6_syn_and_hit() {
+    let (mut dp, mut model) = setup();
+    let syn = tcp("2001:db8:ff::1", 5555, VIP6, 443, Tcp::Syn, b"");
+    let (k, _) = check(&dp, &mut model, &syn);
+    let SlicedPacket {
+        net: Some(NetSlice::Ipv6(outer)),
+        ..
+    } = SlicedPacket::from_ethernet(&k.frame).unwrap()
+    else {
+        panic!("outer not IPv6");
+    };
+    assert_eq!(outer.header().next_header().0, 41, "IP6IP6");
+    assert_eq!(&k.frame[54..], &syn[14..]);
+    let first = outer_dst(&k.frame);
+    let other = if first.to_string() == "2001:db8:1::1" {
+        "2001:db8:1::2"
+    } else {
+        "2001:db8:1::1"
+    };
+    // Only `other` takes new flows now.
+    let keep = first.to_string();
+    dp.programmer()
+        .upsert_vip(&vip(
+            VIP6,
+            443,
+            Protocol::Tcp,
+            &[(keep.as_str(), 0), (other, 1)],
+        ))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    let ack = tcp("2001:db8:ff::1", 5555, VIP6, 443, Tcp::Ack, b"x");
+    let (k, m) = check(&dp, &mut model, &ack);
+    assert_eq!(
+        (m.counter, outer_dst(&k.frame)),
+        (GlobalCounter::TxFlowHit, first)
+    );
+    let other_flow = tcp("2001:db8:ff::2", 5556, VIP6, 443, Tcp::Syn, b"");
+    let (k, _) = check(&dp, &mut model, &other_flow);
+    assert_eq!(outer_dst(&k.frame).to_string(), other);
+}
+
+#[test]
+fn v4_vip_with_v6_backends_is_4in6() {
+    let (mut dp, mut model) = setup();
+    let frame = udp("192.0.2.7", 1234, VIP4, 53, b"query");
+    let (k, m) = check(&dp, &mut model, &frame);
+    assert_eq!(m.action, Action::Tx);
+    let SlicedPacket {
+        net: Some(NetSlice::Ipv6(outer)),
+        ..
+    } = SlicedPacket::from_ethernet(&k.frame).unwrap()
+    else {
+        panic!("outer not IPv6");
+    };
+    assert_eq!(outer.header().next_header().0, 4, "IPv4 inside IPv6");
+    assert_eq!(
+        usize::from(outer.header().payload_length()),
+        frame.len() - 14
+    );
+    assert_eq!(counter(&mut dp, GlobalCounter::TxRing), 1);
+}
+
+#[test]
+fn non_vip_traffic_passes_byte_for_byte() {
+    let (mut dp, mut model) = setup();
+    let frames = [
+        tcp("192.0.2.1", 1, "10.0.0.101", 80, Tcp::Syn, b"x"),
+        tcp("192.0.2.1", 1, VIP4, 81, Tcp::Syn, b"x"),
+        udp("192.0.2.1", 1, VIP4, 80, b"x"),
+        tcp("2001:db8:ff::1", 1, "2001:db8::101", 443, Tcp::Syn, b"x"),
+        udp("2001:db8:ff::1", 1, VIP6, 443, b"x"),
+    ];
+    for f in &frames {
+        let (k, m) = check(&dp, &mut model, f);
+        assert_eq!(m.counter, GlobalCounter::PassNotVip);
+        assert_eq!(&k.frame, f);
+    }
+    let arp = {
+        let mut f = frames[0].clone();
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        f
+    };
+    let (_, m) = check(&dp, &mut model, &arp);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassNotIp)
+    );
+    assert_eq!(
+        counter(&mut dp, GlobalCounter::PassNotVip),
+        frames.len() as u64
+    );
+}
+
+#[test]
+fn truncated_at_every_header_passes_and_is_counted() {
+    let (mut dp, mut model) = setup();
+    let v4 = tcp("192.0.2.1", 40000, VIP4, 80, Tcp::Syn, b"");
+    let v6 = tcp("2001:db8:ff::1", 5555, VIP6, 443, Tcp::Syn, b"");
+    let u6 = udp("192.0.2.1", 1, VIP4, 53, b"");
+    // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header (as
+    // drivers drop runts), so the shortest cut is a bare Ethernet header.
+    let cuts = [
+        &v4[..14],
+        &v4[..20],
+        &v4[..33],
+        &v4[..34],
+        &v4[..50],
+        &v6[..14],
+        &v6[..40],
+        &v6[..53],
+        &v6[..70],
+        &u6[..40],
+    ];
+    for cut in cuts {
+        let (k, m) = check(&dp, &mut model, cut);
+        assert_eq!(
+            (m.action, m.counter),
+            (Action::Pass, GlobalCounter::PassTruncated),
+            "{} bytes",
+            cut.len()
+        );
+        assert_eq!(k.frame, cut);
+    }
+    assert_eq!(
+        counter(&mut dp, GlobalCounter::PassTruncated),
+        cuts.len() as u64
+    );
+}
+
+#[test]
+fn ipv4_options_and_fragments_to_a_vip_are_dropped_and_counted() {
+    let (mut dp, mut model) = setup();
+    let base = tcp("192.0.2.1", 40000, VIP4, 80, Tcp::Syn, b"payload");
+
+    let mut options = base[..34].to_vec();
+    options.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    options.extend_from_slice(&base[34..]);
+    options[14] = 0x46;
+    let total = u16::from_be_bytes([options[16], options[17]]) + 4;
+    options[16..18].copy_from_slice(&total.to_be_bytes());
+    let (_, m) = check(&dp, &mut model, &options);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Drop, GlobalCounter::DropIpv4Options)
+    );
+
+    let mut first_fragment = base.clone();
+    first_fragment[20] |= 0x20; // MF
+    let (_, m) = check(&dp, &mut model, &first_fragment);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Drop, GlobalCounter::DropFragment)
+    );
+
+    let mut later_fragment = base.clone();
+    later_fragment[21] = 0x10; // offset 16 * 8 bytes
+    let (_, m) = check(&dp, &mut model, &later_fragment);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassLaterFragment)
+    );
+
+    // The same options to a non-VIP pass untouched.
+    let mut other = options.clone();
+    other[33] = 101;
+    let (_, m) = check(&dp, &mut model, &other);
+    assert_eq!(m.counter, GlobalCounter::PassNotVip);
+
+    let mut lying_length = base.clone();
+    lying_length[16..18].copy_from_slice(&2000u16.to_be_bytes());
+    let (_, m) = check(&dp, &mut model, &lying_length);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Drop, GlobalCounter::DropBadLength)
+    );
+
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(stats.global(GlobalCounter::DropIpv4Options), 1);
+    assert_eq!(stats.global(GlobalCounter::DropFragment), 1);
+    assert_eq!(stats.global(GlobalCounter::DropBadLength), 1);
+    assert_eq!(stats.drops(), 3);
+}
+
+#[test]
+fn vip_without_backends_drops_and_traffic_counters_add_up() {
+    let (mut dp, mut model) = setup();
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 8080, Protocol::Tcp, &[("10.1.0.9", 0)]))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    let (_, m) = check(
+        &dp,
+        &mut model,
+        &tcp("192.0.2.1", 1, VIP4, 8080, Tcp::Syn, b""),
+    );
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Drop, GlobalCounter::DropNoBackend)
+    );
+
+    let mut sent = 0u64;
+    for port in 0..50u16 {
+        let f = tcp("192.0.2.1", 10_000 + port, VIP4, 80, Tcp::Syn, b"abc");
+        sent += f.len() as u64;
+        check(&dp, &mut model, &f);
+    }
+    let stats = dp.programmer().stats().unwrap();
+    let vip_stats = stats.vips[&(VIP4.parse().unwrap(), 80, lb_abi::PROTO_TCP)];
+    assert_eq!((vip_stats.packets, vip_stats.bytes), (50, sent));
+    let per_backend: u64 = ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+        .iter()
+        .map(|b| stats.backends[&b.parse().unwrap()].packets)
+        .sum();
+    assert_eq!(per_backend, 50);
+}

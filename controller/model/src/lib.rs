@@ -1,0 +1,264 @@
+//! A model of the XDP balancer, in plain Rust.
+//!
+//! Given the state userspace programmed into the maps ([`DataplaneState`])
+//! and a frame, [`Model::process`] returns what the `balancer` program does
+//! with it: the action, the bytes it sends, and the counter it bumps. It is
+//! written from the specification in `lb_abi` and the program's module docs,
+//! not from the program's code, so the differential tests comparing the two
+//! catch a mistake in either. The control plane uses it to answer "which
+//! backend gets this flow" without touching the kernel.
+
+mod frame;
+mod state;
+
+pub use frame::{Parsed, parse};
+pub use state::{DataplaneState, VipEntry};
+
+use std::collections::HashMap;
+
+use lb_abi::{
+    FAMILY_V4, FAMILY_V6,
+    backend::{Backend, EMPTY_GENERATION},
+    control::blend,
+    flow::{FlowKey, FlowValue},
+    hash::{flow_hash, outer_source_mix},
+    ring::NO_RING,
+    stats::GlobalCounter,
+    vip::{VipKey, flags},
+};
+
+/// What XDP does with the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `XDP_PASS`: on to the kernel stack, unchanged.
+    Pass,
+    /// `XDP_DROP`.
+    Drop,
+    /// `XDP_TX`: encapsulated and sent back out.
+    Tx,
+}
+
+impl Action {
+    /// The kernel's `xdp_action` number.
+    pub const fn code(self) -> u32 {
+        match self {
+            Action::Drop => 1,
+            Action::Pass => 2,
+            Action::Tx => 3,
+        }
+    }
+}
+
+/// The model's verdict on one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub action: Action,
+    /// The counter the verdict is recorded under.
+    pub counter: GlobalCounter,
+    /// The frame as it leaves the program.
+    pub frame: Vec<u8>,
+    /// The VIP's stats index and the backend id, when sent.
+    pub sent_to: Option<(u32, u32)>,
+    /// Whether a flow-table lookup hit, missed, or did not happen.
+    pub flow_lookup: Option<bool>,
+}
+
+/// The balancer's behaviour over a programmed state and a flow table.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub state: DataplaneState,
+    /// The flow table, as the program would have filled it (no eviction).
+    pub flows: HashMap<FlowKey, FlowValue>,
+}
+
+impl Model {
+    /// A model of `state` with an empty flow table.
+    pub fn new(state: DataplaneState) -> Self {
+        Self {
+            state,
+            flows: HashMap::new(),
+        }
+    }
+
+    /// What the program does with `frame`, updating the flow table as it
+    /// would.
+    pub fn process(&mut self, frame: &[u8]) -> Outcome {
+        let mut lookup = None;
+        let verdict = self.forward(frame, &mut lookup);
+        let (action, counter, out, sent_to) = match verdict {
+            Ok((counter, out, vip_index, backend_id)) => {
+                (Action::Tx, counter, out, Some((vip_index, backend_id)))
+            }
+            Err((action, counter)) => (action, counter, frame.to_vec(), None),
+        };
+        Outcome {
+            action,
+            counter,
+            frame: out,
+            sent_to,
+            flow_lookup: lookup,
+        }
+    }
+
+    /// The backend the ring gives `key` (for a new flow) under the VIP's
+    /// current state, ignoring the flow table.
+    pub fn ring_choice(&self, key: &FlowKey) -> Option<(u32, Backend)> {
+        let vip = self.state.vips.get(&vip_key(key))?;
+        ring_pick(&self.state, vip, key).ok()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn forward(
+        &mut self,
+        frame: &[u8],
+        lookup: &mut Option<bool>,
+    ) -> Result<(GlobalCounter, Vec<u8>, u32, u32), (Action, GlobalCounter)> {
+        let pkt = parse(frame).map_err(|c| (Action::Pass, c))?;
+        let vip = self
+            .state
+            .vips
+            .get(&vip_key(&pkt.key))
+            .ok_or((Action::Pass, GlobalCounter::PassNotVip))?
+            .clone();
+        let drop = |c| (Action::Drop, c);
+        if pkt.has_options {
+            return Err(drop(GlobalCounter::DropIpv4Options));
+        }
+        if pkt.is_fragment {
+            return Err(drop(GlobalCounter::DropFragment));
+        }
+        let l4_min = if pkt.key.proto == lb_abi::PROTO_TCP {
+            20
+        } else {
+            8
+        };
+        if pkt.ip_len < pkt.l3_len + l4_min || pkt.ip_len as usize + 14 > frame.len() {
+            return Err(drop(GlobalCounter::DropBadLength));
+        }
+        let use_flows = vip.flags & flags::NO_FLOW_TABLE == 0;
+        let mut chosen = None;
+        if use_flows && !pkt.syn {
+            let live = self.flows.get(&pkt.key).filter(|f| {
+                self.state
+                    .backends
+                    .get(&f.backend_id)
+                    .is_some_and(|b| b.generation == f.backend.generation)
+            });
+            *lookup = Some(live.is_some());
+            chosen = live.map(|f| (f.backend_id, f.backend, GlobalCounter::TxFlowHit));
+        }
+        let (backend_id, backend, via) = match chosen {
+            Some(c) => c,
+            None => {
+                let (id, backend) = ring_pick(&self.state, &vip, &pkt.key).map_err(drop)?;
+                if use_flows {
+                    self.flows.insert(
+                        pkt.key,
+                        FlowValue {
+                            backend,
+                            backend_id: id,
+                            _pad: 0,
+                        },
+                    );
+                }
+                (id, backend, GlobalCounter::TxRing)
+            }
+        };
+        let out = encapsulate(&self.state, frame, &pkt, &backend);
+        Ok((via, out, vip.vip_index, backend_id))
+    }
+}
+
+fn vip_key(key: &FlowKey) -> VipKey {
+    VipKey {
+        addr: key.dst,
+        port: key.dst_port,
+        proto: key.proto,
+        family: key.family,
+    }
+}
+
+fn ring_pick(
+    state: &DataplaneState,
+    vip: &VipEntry,
+    key: &FlowKey,
+) -> Result<(u32, Backend), GlobalCounter> {
+    let ring = match &vip.ring {
+        Some(ring) if vip.ring_slot != NO_RING => ring,
+        _ => return Err(GlobalCounter::DropNoBackend),
+    };
+    if state.ring_size == 0 {
+        return Err(GlobalCounter::DropNoBackend);
+    }
+    let hash = flow_hash(key, vip.flags & flags::HASH_SRC_ONLY != 0);
+    let id = *ring
+        .get((hash % state.ring_size) as usize)
+        .ok_or(GlobalCounter::DropNoBackend)?;
+    let backend = *state
+        .backends
+        .get(&id)
+        .ok_or(GlobalCounter::DropBadBackend)?;
+    if backend.generation == EMPTY_GENERATION
+        || (key.family == FAMILY_V6 && backend.family != FAMILY_V6)
+    {
+        return Err(GlobalCounter::DropBadBackend);
+    }
+    Ok((id, backend))
+}
+
+/// The frame with the outer headers pushed, as the program builds it.
+fn encapsulate(state: &DataplaneState, frame: &[u8], pkt: &Parsed, backend: &Backend) -> Vec<u8> {
+    let c = &state.control;
+    let mix = outer_source_mix(&pkt.key);
+    let mut out = Vec::with_capacity(frame.len() + 40);
+    out.extend_from_slice(&c.gateway_mac);
+    out.extend_from_slice(&c.src_mac);
+    if backend.family == FAMILY_V4 {
+        out.extend_from_slice(&[0x08, 0x00]);
+        let src = blend(c.outer_src_v4, c.outer_src_v4_host_mask, mix).to_ne_bytes();
+        let dst = backend.addr[0].to_ne_bytes();
+        let total = (pkt.ip_len + 20) as u16;
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[1] = pkt.tos;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[6] = 0x40; // DF
+        ip[8] = c.outer_ttl;
+        ip[9] = 4;
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&dst);
+        let csum = internet_checksum(&ip);
+        ip[10..12].copy_from_slice(&csum.to_be_bytes());
+        out.extend_from_slice(&ip);
+    } else {
+        out.extend_from_slice(&[0x86, 0xdd]);
+        let label = mix & 0x000f_ffff;
+        let first = (6u32 << 28) | (u32::from(pkt.tos) << 20) | label;
+        out.extend_from_slice(&first.to_be_bytes());
+        out.extend_from_slice(&(pkt.ip_len as u16).to_be_bytes());
+        out.push(if pkt.key.family == FAMILY_V4 { 4 } else { 41 });
+        out.push(c.outer_ttl);
+        let s = c.outer_src_v6;
+        let src = [s[0], s[1], s[2], blend(s[3], c.outer_src_v6_host_mask, mix)];
+        for w in src.iter().chain(&backend.addr) {
+            out.extend_from_slice(&w.to_ne_bytes());
+        }
+    }
+    out.extend_from_slice(&frame[14..]);
+    out
+}
+
+/// RFC 1071 checksum of `bytes` (even length).
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,26 @@
+//! The programmed state the model runs on: what the maps hold.
+
+use std::{collections::HashMap, sync::Arc};
+
+use lb_abi::{backend::Backend, control::Control, vip::VipKey};
+
+/// One VIP as the maps describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipEntry {
+    pub vip_index: u32,
+    pub flags: u32,
+    /// The ring slot the VIP points at (`NO_RING` when none).
+    pub ring_slot: u32,
+    /// The ring's backend ids, `ring_size` of them.
+    pub ring: Option<Arc<[u32]>>,
+}
+
+/// Everything userspace programs into the balancer's maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneState {
+    pub control: Control,
+    pub ring_size: u32,
+    pub vips: HashMap<VipKey, VipEntry>,
+    /// Backend table by id; absent ids read as empty.
+    pub backends: HashMap<u32, Backend>,
+}

@@ -1,0 +1,61 @@
+//! The flow table: which backend an established flow goes to.
+//!
+//! Map [`FLOWS`]: LRU hash [`FlowKey`] → [`FlowValue`], sized by userspace at
+//! load time. Written by the balancer (on a miss, and on every TCP SYN), read
+//! by the balancer; userspace may read it or clear it.
+//!
+//! The value carries a copy of the backend it chose, so a hit needs only the
+//! backend table's generation to confirm the backend is still there.
+
+use crate::backend::Backend;
+
+/// Name of the flow map in the eBPF object.
+pub const FLOWS: &str = "FLOWS";
+
+/// The 5-tuple of a packet, in wire layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address, network order in memory.
+    pub src: [u32; 4],
+    /// Destination address, network order in memory.
+    pub dst: [u32; 4],
+    /// Source port, network order in memory.
+    pub src_port: u16,
+    /// Destination port, network order in memory.
+    pub dst_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
+    pub family: u8,
+    /// Reserved, zero.
+    pub _pad: [u8; 2],
+}
+
+/// The decision remembered for a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowValue {
+    /// The backend as it was when the flow was placed, generation included.
+    pub backend: Backend,
+    /// Id of that backend in [`crate::backend::BACKENDS`].
+    pub backend_id: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn layout_is_pinned() {
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(offset_of!(FlowKey, src_port), 32);
+        assert_eq!(offset_of!(FlowKey, proto), 36);
+        assert_eq!(size_of::<FlowValue>(), 32);
+        assert_eq!(offset_of!(FlowValue, backend_id), 24);
+    }
+}

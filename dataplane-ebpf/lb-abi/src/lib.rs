@@ -1,0 +1,120 @@
+//! The map ABI of the load balancer's dataplane.
+//!
+//! Every type that crosses the boundary between the XDP programs and
+//! userspace is defined here, once: map names, `#[repr(C)]` keys and values,
+//! flag bits, default limits, and the pure functions both sides must compute
+//! identically (the flow hash and the outer source address).
+//!
+//! # Byte order
+//! Addresses and ports are stored exactly as they appear on the wire: an
+//! address is `[u32; 4]` whose memory holds the address bytes in network
+//! order (an IPv4 address uses the first word, the other three are zero), and
+//! a port is a `u16` whose memory holds the two wire bytes. Userspace builds
+//! them from `core::net` types with the constructors here; the XDP program
+//! copies them straight out of the packet. The hashes read those words as
+//! loaded on a little-endian machine, which is what the `bpfel` target and
+//! every supported host are.
+//!
+//! # Who writes what
+//! Userspace writes [`vip`], [`backend`], [`ring`] and [`control`] maps; the
+//! XDP program only reads them. The program writes [`flow`] and [`stats`];
+//! userspace reads them (and may clear flows).
+#![no_std]
+
+pub mod backend;
+pub mod control;
+pub mod flow;
+pub mod hash;
+pub mod limits;
+pub mod ring;
+pub mod stats;
+pub mod vip;
+
+use core::net::IpAddr;
+
+/// Address family tag stored in keys and values: IPv4.
+pub const FAMILY_V4: u8 = 4;
+/// Address family tag stored in keys and values: IPv6.
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+
+/// An address in wire layout: its family tag and four words whose memory
+/// holds the network-order bytes (IPv4 fills only the first word).
+#[inline]
+pub fn wire_addr(ip: IpAddr) -> (u8, [u32; 4]) {
+    match ip {
+        IpAddr::V4(v4) => (FAMILY_V4, [u32::from_ne_bytes(v4.octets()), 0, 0, 0]),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            (FAMILY_V6, [word(0), word(4), word(8), word(12)])
+        }
+    }
+}
+
+/// The inverse of [`wire_addr`]; `None` for an unknown family tag.
+#[inline]
+pub fn ip_from_wire(family: u8, addr: [u32; 4]) -> Option<IpAddr> {
+    match family {
+        FAMILY_V4 => Some(IpAddr::from(addr[0].to_ne_bytes())),
+        FAMILY_V6 => {
+            let mut o = [0u8; 16];
+            for (chunk, word) in o.as_chunks_mut::<4>().0.iter_mut().zip(addr) {
+                *chunk = word.to_ne_bytes();
+            }
+            Some(IpAddr::from(o))
+        }
+        _ => None,
+    }
+}
+
+/// A port in wire layout (memory holds the big-endian bytes).
+#[inline]
+pub const fn wire_port(port: u16) -> u16 {
+    port.to_be()
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type below is `#[repr(C)]`, `Copy`, made only of integers
+    // and integer arrays, with all padding spelled out as named fields.
+    unsafe impl aya::Pod for crate::vip::VipKey {}
+    unsafe impl aya::Pod for crate::vip::VipValue {}
+    unsafe impl aya::Pod for crate::backend::Backend {}
+    unsafe impl aya::Pod for crate::flow::FlowKey {}
+    unsafe impl aya::Pod for crate::flow::FlowValue {}
+    unsafe impl aya::Pod for crate::control::Control {}
+    unsafe impl aya::Pod for crate::stats::TrafficCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn wire_addr_round_trips_and_keeps_network_order_in_memory() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+        let (fam, words) = wire_addr(v4);
+        assert_eq!(fam, FAMILY_V4);
+        assert_eq!(words[0].to_ne_bytes(), [10, 1, 2, 3]);
+        assert_eq!(&words[1..], &[0, 0, 0]);
+        assert_eq!(ip_from_wire(fam, words), Some(v4));
+
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42));
+        let (fam, words) = wire_addr(v6);
+        assert_eq!(fam, FAMILY_V6);
+        assert_eq!(words[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(ip_from_wire(fam, words), Some(v6));
+        assert_eq!(ip_from_wire(9, words), None);
+    }
+
+    #[test]
+    fn wire_port_is_big_endian_in_memory() {
+        assert_eq!(wire_port(0x1234).to_ne_bytes(), [0x12, 0x34]);
+    }
+}

@@ -1,0 +1,25 @@
+//! Default sizes, the same as Katran's where it has one.
+
+/// Default Maglev ring size M (prime).
+pub const DEFAULT_RING_SIZE: u32 = 65_537;
+/// Default number of VIPs.
+pub const DEFAULT_MAX_VIPS: u32 = 512;
+/// Default number of backend ids.
+pub const DEFAULT_MAX_BACKENDS: u32 = 4_096;
+/// Default flow-table entries.
+pub const DEFAULT_FLOW_TABLE_ENTRIES: u32 = 8_000_000;
+/// Default TTL / hop limit of the outer header.
+pub const DEFAULT_OUTER_TTL: u8 = 64;
+
+/// Compile-time sizes in the eBPF object; the loader overrides each with the
+/// configured value before the maps are created.
+pub mod placeholder {
+    /// Entries of the VIP map and the per-VIP stats.
+    pub const VIPS: usize = 512;
+    /// Entries of the backend map and the per-backend stats.
+    pub const BACKENDS: usize = 4_096;
+    /// Entries of the flow table.
+    pub const FLOWS: usize = 65_536;
+    /// Slots of the ring map-of-maps (two per VIP, for the swap).
+    pub const RING_SLOTS: usize = 1_024;
+}

@@ -1,0 +1,120 @@
+//! Counters the balancer keeps, all per CPU; userspace sums them.
+//!
+//! - [`VIP_STATS`]: per-CPU array indexed by `VipValue::vip_index` →
+//!   [`TrafficCounters`] of packets sent to that VIP's backends.
+//! - [`BACKEND_STATS`]: per-CPU array indexed by backend id →
+//!   [`TrafficCounters`] of packets sent to that backend.
+//! - [`GLOBAL_STATS`]: per-CPU array indexed by [`GlobalCounter`] → `u64`.
+//!
+//! Bytes count the packet as received (Ethernet header included), before
+//! encapsulation.
+
+/// Name of the per-VIP stats map.
+pub const VIP_STATS: &str = "VIP_STATS";
+/// Name of the per-backend stats map.
+pub const BACKEND_STATS: &str = "BACKEND_STATS";
+/// Name of the node-wide counter map.
+pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
+
+/// Packets and bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TrafficCounters {
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted.
+    pub bytes: u64,
+}
+
+macro_rules! global_counters {
+    ($($(#[doc = $doc:literal])* $name:ident = $label:literal,)*) => {
+        /// Node-wide counters: every verdict the balancer reaches is counted
+        /// under exactly one of these.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum GlobalCounter {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl GlobalCounter {
+            /// All counters, in index order.
+            pub const ALL: &'static [GlobalCounter] = &[$(GlobalCounter::$name,)*];
+
+            /// The counter's metric label.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(GlobalCounter::$name => $label,)*
+                }
+            }
+
+            /// Whether this counter records a dropped packet.
+            pub const fn is_drop(self) -> bool {
+                let label = self.label().as_bytes();
+                label.len() > 5
+                    && label[0] == b'd'
+                    && label[1] == b'r'
+                    && label[2] == b'o'
+                    && label[3] == b'p'
+                    && label[4] == b'_'
+            }
+        }
+    };
+}
+
+global_counters! {
+    /// Sent to a backend through the flow table.
+    TxFlowHit = "tx_flow_hit",
+    /// Sent to a backend through the VIP's ring (miss, SYN, or no flow table).
+    TxRing = "tx_ring",
+    /// Passed: not IPv4 or IPv6 (ARP, VLAN tags, ...).
+    PassNotIp = "pass_not_ip",
+    /// Passed: IP, but not to a VIP.
+    PassNotVip = "pass_not_vip",
+    /// Passed: IP, but not TCP or UDP directly after the IP header
+    /// (other protocols, IPv6 extension headers).
+    PassOtherProtocol = "pass_other_protocol",
+    /// Passed: a header was cut short before the VIP could be known.
+    PassTruncated = "pass_truncated",
+    /// Passed: an IPv4 header with a wrong version or a length below 20.
+    PassBadIpHeader = "pass_bad_ip_header",
+    /// Passed: an IPv4 fragment past the first (no ports to match a VIP).
+    PassLaterFragment = "pass_later_fragment",
+    /// Dropped: VIP traffic carrying IPv4 options.
+    DropIpv4Options = "drop_ipv4_options",
+    /// Dropped: the first fragment of a fragmented VIP packet.
+    DropFragment = "drop_fragment",
+    /// Dropped: VIP traffic whose IP length disagrees with the frame.
+    DropBadLength = "drop_bad_length",
+    /// Dropped: the VIP has no backend that takes new flows.
+    DropNoBackend = "drop_no_backend",
+    /// Dropped: the ring names a backend id the backend table lacks, or a
+    /// backend whose family cannot carry the VIP's (config bug).
+    DropBadBackend = "drop_bad_backend",
+    /// Dropped: no room to push the outer header.
+    DropNoHeadroom = "drop_no_headroom",
+    /// Flow-table lookups that found a live entry.
+    FlowHit = "flow_hit",
+    /// Flow-table lookups that found nothing (or a stale backend).
+    FlowMiss = "flow_miss",
+}
+
+/// Number of [`GlobalCounter`]s; the size of [`GLOBAL_STATS`].
+pub const GLOBAL_COUNTERS: u32 = GlobalCounter::ALL.len() as u32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_dense_and_labels_unique() {
+        for (i, c) in GlobalCounter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            for other in &GlobalCounter::ALL[i + 1..] {
+                assert_ne!(c.label(), other.label());
+            }
+        }
+        assert!(GlobalCounter::DropFragment.is_drop());
+        assert!(!GlobalCounter::PassNotVip.is_drop());
+        assert_eq!(core::mem::size_of::<TrafficCounters>(), 16);
+    }
+}

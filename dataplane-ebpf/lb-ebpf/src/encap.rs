@@ -1,0 +1,154 @@
+//! Pushing the outer Ethernet + IP header: IPIP, IP6IP6, or 4in6.
+//!
+//! The inner packet is left byte for byte as received. The outer header:
+//! - IPv4: version 4, IHL 5, TOS copied from the inner packet, total length
+//!   = inner IP length + 20, id 0, DF set, TTL from control, protocol 4.
+//! - IPv6: version 6, traffic class copied, flow label = low 20 bits of the
+//!   outer source mix, payload length = inner IP length, next header 4
+//!   (IPv4 inner) or 41 (IPv6 inner), hop limit from control.
+//! - Source: the control prefix with the host-mask bits taken from
+//!   `lb_abi::hash::outer_source_mix`; destination: the backend.
+//! - Ethernet: destination = gateway MAC, source = the interface's MAC, both
+//!   from control.
+
+use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_abi::{
+    FAMILY_V4, FAMILY_V6,
+    backend::Backend,
+    control::{Control, blend},
+    hash::outer_source_mix,
+    stats::GlobalCounter,
+};
+
+use crate::{
+    maps::{CONTROL, bench_restore},
+    parse::{ETH_LEN, IPV4_LEN, IPV6_LEN, Packet, bytes_at, load},
+    verdict::Verdict,
+};
+
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const ETH_P_IP: u16 = 0x0800u16.to_be();
+const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
+const IP_DF: u16 = 0x4000u16.to_be();
+
+/// Stores a `T` into packet memory in one instruction; alignment as for
+/// [`load`].
+#[inline(always)]
+fn store<T>(ptr: *mut u8, offset: usize, value: T) {
+    // SAFETY: callers bounds-checked the whole header before storing.
+    unsafe { ptr.add(offset).cast::<T>().write(value) }
+}
+
+/// Makes room for and writes the outer headers towards `backend`.
+#[inline(always)]
+pub fn encapsulate(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<(), Verdict> {
+    let no_room = Verdict::drop(GlobalCounter::DropNoHeadroom);
+    let control = CONTROL.get(0).ok_or(no_room)?;
+    let mix = outer_source_mix(&pkt.key);
+    let saved = if bench_restore() {
+        let eth = bytes_at(ctx, 0, ETH_LEN).ok_or(no_room)?;
+        Some((
+            load::<u64>(eth, 0),
+            load::<u32>(eth, 8),
+            load::<u16>(eth, 12),
+        ))
+    } else {
+        None
+    };
+    let outer_len = if backend.family == FAMILY_V6 {
+        IPV6_LEN
+    } else {
+        IPV4_LEN
+    };
+    // SAFETY: the helper only moves ctx->data; we re-derive every pointer
+    // from ctx afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer_len as i32)) } != 0 {
+        return Err(no_room);
+    }
+    if backend.family == FAMILY_V6 {
+        let frame = bytes_at(ctx, 0, ETH_LEN + IPV6_LEN).ok_or(no_room)?;
+        write_eth(frame, control, ETH_P_IPV6);
+        write_ipv6(frame, control, pkt, backend, mix);
+    } else {
+        let frame = bytes_at(ctx, 0, ETH_LEN + IPV4_LEN).ok_or(no_room)?;
+        write_eth(frame, control, ETH_P_IP);
+        write_ipv4(frame, control, pkt, backend, mix);
+    }
+    if let Some((w0, w8, ethertype)) = saved {
+        // SAFETY: as above.
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
+            return Err(no_room);
+        }
+        let eth = bytes_at(ctx, 0, ETH_LEN).ok_or(no_room)?;
+        store(eth, 0, w0);
+        store(eth, 8, w8);
+        store(eth, 12, ethertype);
+    }
+    Ok(())
+}
+
+// MACs go out as word stores: copying `[u8; 6]` would become a byte loop.
+#[inline(always)]
+fn write_eth(frame: *mut u8, control: &Control, ethertype: u16) {
+    let g = control.gateway_mac;
+    let s = control.src_mac;
+    store(frame, 0, u32::from_ne_bytes([g[0], g[1], g[2], g[3]]));
+    store(frame, 4, u16::from_ne_bytes([g[4], g[5]]));
+    store(frame, 6, u16::from_ne_bytes([s[0], s[1]]));
+    store(frame, 8, u32::from_ne_bytes([s[2], s[3], s[4], s[5]]));
+    store(frame, 12, ethertype);
+}
+
+#[inline(always)]
+fn write_ipv4(frame: *mut u8, control: &Control, pkt: &Packet, backend: &Backend, mix: u32) {
+    let ip = unsafe { frame.add(ETH_LEN) };
+    let src = blend(control.outer_src_v4, control.outer_src_v4_host_mask, mix);
+    let dst = backend.addr[0];
+    // Words as a native load of the wire bytes reads them; the one's
+    // complement sum is the same in either byte order (RFC 1071).
+    let w0 = u16::from_ne_bytes([0x45, pkt.tos]);
+    let w1 = ((pkt.ip_len + IPV4_LEN as u32) as u16).to_be();
+    let w4 = u16::from_ne_bytes([control.outer_ttl, IPPROTO_IPIP]);
+    let csum = crate::csum::ipv4_header(&[w0, w1, 0, IP_DF, w4], src, dst);
+    store(ip, 0, w0);
+    store(ip, 2, w1);
+    store(ip, 4, 0u16);
+    store(ip, 6, IP_DF);
+    store(ip, 8, w4);
+    store(ip, 10, csum);
+    store(ip, 12, src);
+    store(ip, 16, dst);
+}
+
+#[inline(always)]
+fn write_ipv6(frame: *mut u8, control: &Control, pkt: &Packet, backend: &Backend, mix: u32) {
+    let ip = unsafe { frame.add(ETH_LEN) };
+    let label = mix & 0x000f_ffff;
+    let head = [
+        0x60 | (pkt.tos >> 4),
+        (pkt.tos << 4) | (label >> 16) as u8,
+        (label >> 8) as u8,
+        label as u8,
+    ];
+    let next = if pkt.key.family == FAMILY_V4 {
+        IPPROTO_IPIP
+    } else {
+        IPPROTO_IPV6
+    };
+    store(ip, 0, u32::from_ne_bytes(head));
+    store(ip, 4, (pkt.ip_len as u16).to_be());
+    store(ip, 6, u16::from_ne_bytes([next, control.outer_ttl]));
+    let s = control.outer_src_v6;
+    store(
+        ip,
+        8,
+        [
+            s[0],
+            s[1],
+            s[2],
+            blend(s[3], control.outer_src_v6_host_mask, mix),
+        ],
+    );
+    store(ip, 24, backend.addr);
+}

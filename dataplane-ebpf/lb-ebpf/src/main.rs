@@ -1,0 +1,57 @@
+//! The load balancer's XDP programs.
+//!
+//! - `balancer`: packets to a VIP go to a backend chosen by the flow table or
+//!   the VIP's Maglev ring, encapsulated IP-in-IP and sent back out with
+//!   `XDP_TX`; everything else is passed untouched.
+//! - `pass`: returns `XDP_PASS`. Native XDP on a veth only delivers `XDP_TX`
+//!   frames to a peer that has a program attached; this is that program, and
+//!   the empty baseline of the benchmarks.
+//!
+//! The stages return `Result<_, Verdict>`: an `Err` ends processing with an
+//! action and the one counter that records it.
+#![no_std]
+#![no_main]
+
+mod csum;
+mod encap;
+mod maps;
+mod parse;
+mod select;
+mod stats;
+mod verdict;
+mod vip;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+use crate::verdict::Verdict;
+
+#[xdp]
+pub fn balancer(ctx: XdpContext) -> u32 {
+    let verdict = match forward(&ctx) {
+        Ok(v) | Err(v) => v,
+    };
+    stats::bump(verdict.counter);
+    verdict.action
+}
+
+#[inline(always)]
+fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
+    let pkt = parse::parse(ctx)?;
+    let vip = vip::lookup(&pkt)?;
+    vip::check(&pkt)?;
+    let chosen = select::select(&pkt, &vip)?;
+    encap::encapsulate(ctx, &pkt, &chosen.backend)?;
+    stats::traffic(vip.vip_index, chosen.backend_id, pkt.frame_len);
+    Ok(Verdict::tx(chosen.via))
+}
+
+#[xdp]
+pub fn pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

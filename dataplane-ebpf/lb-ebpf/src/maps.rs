@@ -1,0 +1,72 @@
+//! The maps of the XDP programs. Types, names and meaning: `lb_abi`.
+//! Sizes here are placeholders; the loader sets the real ones.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use lb_abi::{
+    backend::Backend,
+    control::Control,
+    flow::{FlowKey, FlowValue},
+    limits::placeholder,
+    ring::INNER_MAP_FLAGS,
+    stats::{GLOBAL_COUNTERS, TrafficCounters},
+    vip::{VipKey, VipValue},
+};
+
+// No preallocation: a replaced value is freed after an RCU grace period
+// instead of being recycled at once, so a reader never sees a torn value.
+#[btf_map]
+pub static VIPS: HashMap<VipKey, VipValue, { placeholder::VIPS }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+#[btf_map]
+pub static BACKENDS: Array<Backend, { placeholder::BACKENDS }> = Array::new();
+
+#[btf_map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue, { placeholder::FLOWS }> = LruHashMap::new();
+
+#[btf_map]
+pub static RINGS: ArrayOfMaps<
+    Array<u32, 1, { INNER_MAP_FLAGS as usize }>,
+    { placeholder::RING_SLOTS },
+> = ArrayOfMaps::new();
+
+#[btf_map]
+pub static CONTROL: Array<Control, 1> = Array::new();
+
+#[btf_map]
+pub static VIP_STATS: PerCpuArray<TrafficCounters, { placeholder::VIPS }> = PerCpuArray::new();
+
+#[btf_map]
+pub static BACKEND_STATS: PerCpuArray<TrafficCounters, { placeholder::BACKENDS }> =
+    PerCpuArray::new();
+
+#[btf_map]
+pub static GLOBAL_STATS: PerCpuArray<u64, { GLOBAL_COUNTERS as usize }> = PerCpuArray::new();
+
+/// Maglev ring size M, set by the loader. Read-only data: the verifier sees
+/// a constant.
+#[unsafe(no_mangle)]
+static RING_SIZE: u32 = lb_abi::limits::DEFAULT_RING_SIZE;
+
+/// Non-zero only in the benchmark harness: after building the encapsulated
+/// frame, undo it, so `BPF_PROG_TEST_RUN` with `repeat` runs the full VIP
+/// path every time. The verifier prunes the branch when zero.
+#[unsafe(no_mangle)]
+static BENCH_RESTORE: u8 = 0;
+
+#[inline(always)]
+pub fn ring_size() -> u32 {
+    // SAFETY: a plain read of an initialised static; volatile keeps the
+    // compiler from folding the default value in.
+    unsafe { core::ptr::read_volatile(&RING_SIZE) }
+}
+
+#[inline(always)]
+pub fn bench_restore() -> bool {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&BENCH_RESTORE) != 0 }
+}
