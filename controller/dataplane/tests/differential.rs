@@ -55,9 +55,13 @@ fn vip_spec() -> impl Strategy<Value = VipSpec> {
 }
 
 fn to_config(spec: &VipSpec) -> VipConfig {
-    let address: IpAddr = if spec.v6 { VIP_V6[spec.addr] } else { VIP_V4[spec.addr] }
-        .parse()
-        .unwrap();
+    let address: IpAddr = if spec.v6 {
+        VIP_V6[spec.addr]
+    } else {
+        VIP_V4[spec.addr]
+    }
+    .parse()
+    .unwrap();
     let mut backends: Vec<BackendConfig> = Vec::new();
     for &(want_v6, host, weight) in &spec.backends {
         // An IPv6 VIP needs IPv6 backends; an IPv4 VIP takes both.
@@ -73,7 +77,11 @@ fn to_config(spec: &VipSpec) -> VipConfig {
     VipConfig {
         address,
         port: PORTS[spec.port],
-        protocol: if spec.udp { Protocol::Udp } else { Protocol::Tcp },
+        protocol: if spec.udp {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        },
         flags: spec.flags,
         backends,
     }
@@ -137,17 +145,19 @@ fn frame_spec() -> impl Strategy<Value = FrameSpec> {
         0..80u8,
         mutation(),
     )
-        .prop_map(|(v6, src, sport, dst, port, proto, syn, payload, mutation)| FrameSpec {
-            v6,
-            src,
-            sport,
-            dst,
-            port,
-            proto,
-            syn,
-            payload,
-            mutation,
-        })
+        .prop_map(
+            |(v6, src, sport, dst, port, proto, syn, payload, mutation)| FrameSpec {
+                v6,
+                src,
+                sport,
+                dst,
+                port,
+                proto,
+                syn,
+                payload,
+                mutation,
+            },
+        )
 }
 
 fn build_frame(spec: &FrameSpec) -> Vec<u8> {
@@ -176,8 +186,14 @@ fn build_frame(spec: &FrameSpec) -> Vec<u8> {
             t.write(&mut out, &payload).unwrap();
         }
         1 => ip.udp(spec.sport, dport).write(&mut out, &payload).unwrap(),
-        _ if spec.v6 => ip.icmpv6_echo_request(1, 2).write(&mut out, &payload).unwrap(),
-        _ => ip.icmpv4_echo_request(1, 2).write(&mut out, &payload).unwrap(),
+        _ if spec.v6 => ip
+            .icmpv6_echo_request(1, 2)
+            .write(&mut out, &payload)
+            .unwrap(),
+        _ => ip
+            .icmpv4_echo_request(1, 2)
+            .write(&mut out, &payload)
+            .unwrap(),
     }
     mutate(out, spec)
 }
@@ -237,17 +253,32 @@ fn run_case(vips: &[VipSpec], frames: &[FrameSpec]) -> Result<(), TestCaseError>
         }
         let kernel = runner.run(&frame).unwrap();
         let expected = model.process(&frame);
-        prop_assert_eq!(kernel.action, expected.action.code(), "{:?} {:02x?}", expected, frame);
+        prop_assert_eq!(
+            kernel.action,
+            expected.action.code(),
+            "{:?} {:02x?}",
+            expected,
+            frame
+        );
         prop_assert_eq!(&kernel.frame, &expected.frame, "{:?}", spec);
         *counts.entry(expected.counter).or_default() += 1;
         if let Some(hit) = expected.flow_lookup {
-            let c = if hit { GlobalCounter::FlowHit } else { GlobalCounter::FlowMiss };
+            let c = if hit {
+                GlobalCounter::FlowHit
+            } else {
+                GlobalCounter::FlowMiss
+            };
             *counts.entry(c).or_default() += 1;
         }
     }
     let stats = dp.programmer().stats().unwrap();
     for &c in GlobalCounter::ALL {
-        prop_assert_eq!(stats.global(c), counts.get(&c).copied().unwrap_or(0), "counter {:?}", c);
+        prop_assert_eq!(
+            stats.global(c),
+            counts.get(&c).copied().unwrap_or(0),
+            "counter {:?}",
+            c
+        );
     }
     Ok(())
 }

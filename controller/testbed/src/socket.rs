@@ -91,6 +91,22 @@ impl PacketSocket {
         Ok(Some(buf))
     }
 
+    /// Receives frames until one that `wanted` accepts arrives (returned) or
+    /// `timeout` passes with none at all (`None`). Frames it rejects are
+    /// discarded.
+    pub fn recv_matching(
+        &self,
+        timeout: Duration,
+        mut wanted: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Option<Vec<u8>>, TestbedError> {
+        while let Some(f) = self.recv(timeout)? {
+            if wanted(&f) {
+                return Ok(Some(f));
+            }
+        }
+        Ok(None)
+    }
+
     /// Receives frames until `timeout` passes with none, keeping those
     /// `keep` accepts.
     pub fn drain(
