@@ -47,6 +47,8 @@ use aya::{
 use lb_abi::{
     backend::BACKENDS,
     control::CONTROL,
+    filter::VIP_FILTER,
+    flood::FLOOD_THRESHOLD,
     flow::FLOWS,
     ring::{RING_SIZE, RINGS},
     stats::{BACKEND_STATS, GLOBAL_STATS, VIP_STATS},
@@ -101,6 +103,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .override_global(RING_SIZE, &options.ring_size, true)
             .override_global("BENCH_RESTORE", &bench_restore, true)
+            .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
             .map_max_entries(VIPS, options.max_vips)
             .map_max_entries(VIP_STATS, options.max_vips)
             .map_max_entries(BACKENDS, options.max_backends)
@@ -123,6 +126,7 @@ impl Dataplane {
             flows: typed(&mut ebpf, FLOWS)?,
             rings: typed(&mut ebpf, RINGS)?,
             control: typed(&mut ebpf, CONTROL)?,
+            filter: typed(&mut ebpf, VIP_FILTER)?,
             vip_stats: typed(&mut ebpf, VIP_STATS)?,
             backend_stats: typed(&mut ebpf, BACKEND_STATS)?,
             global_stats: typed(&mut ebpf, GLOBAL_STATS)?,

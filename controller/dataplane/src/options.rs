@@ -16,6 +16,10 @@ pub struct LoadOptions {
     pub max_backends: u32,
     /// Flow-table entries (LRU). Default 8,000,000.
     pub flow_table_entries: u32,
+    /// SYN-flood guard: new flows per second per CPU past which new flows
+    /// are balanced but not recorded in the flow table; 0 = no limit.
+    /// Default 125,000 (Katran's).
+    pub new_flows_per_cpu_per_sec: u32,
     /// Benchmarks only: undo the encapsulation after building it, so that
     /// repeated `BPF_PROG_TEST_RUN` runs of one frame all take the full path.
     /// Never set this on a node that carries traffic.
@@ -29,6 +33,7 @@ impl Default for LoadOptions {
             max_vips: limits::DEFAULT_MAX_VIPS,
             max_backends: limits::DEFAULT_MAX_BACKENDS,
             flow_table_entries: limits::DEFAULT_FLOW_TABLE_ENTRIES,
+            new_flows_per_cpu_per_sec: limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC,
             bench_restore: false,
         }
     }

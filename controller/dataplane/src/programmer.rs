@@ -23,6 +23,7 @@ use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray,
 use lb_abi::{
     backend::{BACKENDS, Backend},
     control::CONTROL,
+    filter::{VIP_FILTER, filter_bit},
     flow::{FLOWS, FlowKey, FlowValue},
     ring::{INNER_MAP_FLAGS, NO_RING, RINGS},
     stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
@@ -49,6 +50,7 @@ pub(crate) struct Maps {
     pub(crate) flows: BpfHashMap<MapData, FlowKey, FlowValue>,
     pub(crate) rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
     pub(crate) control: Array<MapData, lb_abi::control::Control>,
+    pub(crate) filter: Array<MapData, u64>,
     pub(crate) vip_stats: PerCpuArray<MapData, TrafficCounters>,
     pub(crate) backend_stats: PerCpuArray<MapData, TrafficCounters>,
     pub(crate) global_stats: PerCpuArray<MapData, u64>,
@@ -70,6 +72,9 @@ pub struct Programmer {
     backend_ids: BackendIds,
     ring_slots: IndexPool,
     vip_indices: IndexPool,
+    /// VIPs per filter bit, and the filter words as written.
+    filter_refs: HashMap<(u32, u64), u32>,
+    filter_words: HashMap<u32, u64>,
     state: DataplaneState,
 }
 
@@ -88,6 +93,8 @@ impl Programmer {
             backend_ids: BackendIds::new(options.max_backends),
             ring_slots: IndexPool::new(BARRIER_SLOT + 1, options.ring_slots()),
             vip_indices: IndexPool::new(0, options.max_vips),
+            filter_refs: HashMap::new(),
+            filter_words: HashMap::new(),
             state: DataplaneState {
                 ring_size: options.ring_size,
                 ..DataplaneState::default()
@@ -160,12 +167,24 @@ impl Programmer {
             flags: config.flags,
             _pad: 0,
         };
-        if let Err(e) = self
-            .maps
-            .vips
-            .insert(&key, &value, 0)
-            .map_err(map_err(VIPS, "insert"))
-        {
+        let is_new = !self.vips.contains_key(&key);
+        // The filter bit goes up before the VIP exists, so no packet of the
+        // VIP is ever filtered out.
+        let filtered = if is_new {
+            self.filter_add(&key)
+        } else {
+            Ok(())
+        };
+        let inserted = filtered.and_then(|()| {
+            self.maps
+                .vips
+                .insert(&key, &value, 0)
+                .map_err(map_err(VIPS, "insert"))
+        });
+        if let Err(e) = inserted {
+            if is_new {
+                let _ = self.filter_remove(&key);
+            }
             if let Some((slot, _)) = ring_slot {
                 self.ring_slots.release(slot);
             }
@@ -206,6 +225,7 @@ impl Programmer {
             .map_err(map_err(VIPS, "remove"))?;
         let old = self.vips.remove(key).ok_or(DataplaneError::NoSuchVip)?;
         self.state.vips.remove(key);
+        self.filter_remove(key)?;
         self.retire(&old)?;
         self.vip_indices.release(index);
         Ok(())
@@ -231,6 +251,44 @@ impl Programmer {
                 Err(e) => return Err(map_err(FLOWS, "remove")(e)),
             }
         }
+        Ok(())
+    }
+
+    fn filter_add(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        let bit = filter_bit(&key.addr);
+        let refs = self.filter_refs.entry(bit).or_default();
+        *refs += 1;
+        if *refs == 1 {
+            self.write_filter_word(bit.0, |w| w | bit.1)?;
+        }
+        Ok(())
+    }
+
+    fn filter_remove(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        let bit = filter_bit(&key.addr);
+        let Some(refs) = self.filter_refs.get_mut(&bit) else {
+            return Ok(());
+        };
+        *refs -= 1;
+        if *refs == 0 {
+            self.filter_refs.remove(&bit);
+            self.write_filter_word(bit.0, |w| w & !bit.1)?;
+        }
+        Ok(())
+    }
+
+    fn write_filter_word(
+        &mut self,
+        word: u32,
+        f: impl FnOnce(u64) -> u64,
+    ) -> Result<(), DataplaneError> {
+        let current = self.filter_words.get(&word).copied().unwrap_or(0);
+        let next = f(current);
+        self.maps
+            .filter
+            .set(word, &next, 0)
+            .map_err(map_err(VIP_FILTER, "set"))?;
+        self.filter_words.insert(word, next);
         Ok(())
     }
 

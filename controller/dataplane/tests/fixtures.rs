@@ -88,7 +88,7 @@ fn v4_syn_then_flow_table_hit_after_ring_change() {
         .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &refs))
         .unwrap();
     resync(&mut dp, &mut model);
-    let hits = counter(&mut dp, GlobalCounter::FlowHit);
+    let hits = counter(&mut dp, GlobalCounter::TxFlowHit);
     let ack = tcp("192.0.2.1", 40000, VIP4, 80, Tcp::Ack, b"data");
     let (k, m) = check(&dp, &mut model, &ack);
     assert_eq!(m.counter, GlobalCounter::TxFlowHit);
@@ -97,7 +97,7 @@ fn v4_syn_then_flow_table_hit_after_ring_change() {
         first,
         "established flow stays on its backend"
     );
-    assert_eq!(counter(&mut dp, GlobalCounter::FlowHit), hits + 1);
+    assert_eq!(counter(&mut dp, GlobalCounter::TxFlowHit), hits + 1);
     // A new SYN on the same tuple takes the ring, which no longer has it.
     let (k, _) = check(&dp, &mut model, &syn);
     assert_ne!(outer_dst(&k.frame), first);
@@ -318,4 +318,70 @@ fn vip_without_backends_drops_and_traffic_counters_add_up() {
         .map(|b| stats.backends[&b.parse().unwrap()].packets)
         .sum();
     assert_eq!(per_backend, 50);
+}
+
+#[test]
+fn removing_a_vip_passes_its_traffic_and_keeps_its_address_neighbours() {
+    let (mut dp, mut model) = setup();
+    let udp_key = vip(VIP4, 53, Protocol::Udp, &[]).key();
+    dp.programmer().remove_vip(&udp_key).unwrap();
+    resync(&mut dp, &mut model);
+    let (_, m) = check(&dp, &mut model, &udp("192.0.2.7", 1234, VIP4, 53, b"q"));
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassNotVip)
+    );
+    // The TCP VIP on the same address is untouched.
+    let (_, m) = check(
+        &dp,
+        &mut model,
+        &tcp("192.0.2.1", 1, VIP4, 80, Tcp::Syn, b""),
+    );
+    assert_eq!(m.action, Action::Tx);
+    let tcp_key = vip(VIP4, 80, Protocol::Tcp, &[]).key();
+    dp.programmer().remove_vip(&tcp_key).unwrap();
+    resync(&mut dp, &mut model);
+    let (_, m) = check(
+        &dp,
+        &mut model,
+        &tcp("192.0.2.1", 1, VIP4, 80, Tcp::Syn, b""),
+    );
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassNotVip)
+    );
+    assert!(matches!(
+        dp.programmer().remove_vip(&tcp_key),
+        Err(lb_dataplane::DataplaneError::NoSuchVip)
+    ));
+}
+
+#[test]
+fn past_the_flood_threshold_new_flows_are_balanced_but_not_recorded() {
+    let mut dp = Dataplane::load(&lb_dataplane::LoadOptions {
+        new_flows_per_cpu_per_sec: 10,
+        ..small_options(251)
+    })
+    .unwrap();
+    dp.programmer().set_node(&node()).unwrap();
+    dp.programmer()
+        .upsert_vip(&vip(
+            VIP4,
+            80,
+            Protocol::Tcp,
+            &[("10.1.0.1", 1), ("10.1.0.2", 1)],
+        ))
+        .unwrap();
+    let runner = dp.runner(lb_dataplane::ProgramKind::Balancer).unwrap();
+    for port in 0..30u16 {
+        let out = runner
+            .run(&tcp("192.0.2.1", 2000 + port, VIP4, 80, Tcp::Syn, b""))
+            .unwrap();
+        assert_eq!(out.action, Action::Tx.code());
+    }
+    let stats = dp.programmer().stats().unwrap();
+    // One window, unless the 30 runs straddle a second boundary.
+    let skipped = stats.global(GlobalCounter::FlowNotRecordedFlood);
+    assert!((10..=20).contains(&skipped), "{skipped}");
+    assert_eq!(stats.global(GlobalCounter::TxRing), 30);
 }

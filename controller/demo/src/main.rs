@@ -113,7 +113,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         max_vips: 1,
         max_backends: 1,
         flow_table_entries: 1,
-        bench_restore: false,
+        ..LoadOptions::default()
     })?;
     client.run(|| peer.attach(ProgramKind::Pass, &link.peer, mode))??;
     let socket = client.run(|| PacketSocket::bind(&link.peer))??;
@@ -191,7 +191,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             stats.drops()
         );
     }
-    if stats.global(GlobalCounter::FlowHit) != u64::from(args.flows) * 2 {
+    if stats.global(GlobalCounter::TxFlowHit) != u64::from(args.flows) * 2 {
         bail!("expected every data segment to hit the flow table");
     }
     Ok(())

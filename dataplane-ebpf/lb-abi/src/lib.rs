@@ -19,10 +19,12 @@
 //! Userspace writes [`vip`], [`backend`], [`ring`] and [`control`] maps; the
 //! XDP program only reads them. The program writes [`flow`] and [`stats`];
 //! userspace reads them (and may clear flows).
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod backend;
 pub mod control;
+pub mod filter;
+pub mod flood;
 pub mod flow;
 pub mod hash;
 pub mod limits;
@@ -89,6 +91,7 @@ mod pod {
     unsafe impl aya::Pod for crate::flow::FlowValue {}
     unsafe impl aya::Pod for crate::control::Control {}
     unsafe impl aya::Pod for crate::stats::TrafficCounters {}
+    unsafe impl aya::Pod for crate::flood::FloodWindow {}
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ pub const DEFAULT_MAX_BACKENDS: u32 = 4_096;
 pub const DEFAULT_FLOW_TABLE_ENTRIES: u32 = 8_000_000;
 /// Default TTL / hop limit of the outer header.
 pub const DEFAULT_OUTER_TTL: u8 = 64;
+/// Default flood threshold: new flows per second per CPU above which new
+/// flows are no longer recorded in the flow table (Katran's MAX_CONN_RATE).
+pub const DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC: u32 = 125_000;
 
 /// Compile-time sizes in the eBPF object; the loader overrides each with the
 /// configured value before the maps are created.

@@ -92,10 +92,13 @@ global_counters! {
     DropBadBackend = "drop_bad_backend",
     /// Dropped: no room to push the outer header.
     DropNoHeadroom = "drop_no_headroom",
-    /// Flow-table lookups that found a live entry.
-    FlowHit = "flow_hit",
-    /// Flow-table lookups that found nothing (or a stale backend).
+    /// Flow-table lookups that found nothing (or a stale backend). Hits are
+    /// `TxFlowHit`: every hit is sent.
     FlowMiss = "flow_miss",
+    /// New flows not recorded in the flow table because this CPU saw more
+    /// new flows per second than the flood threshold (they are still
+    /// balanced by the ring).
+    FlowNotRecordedFlood = "flow_not_recorded_flood",
 }
 
 /// Number of [`GlobalCounter`]s; the size of [`GLOBAL_STATS`].

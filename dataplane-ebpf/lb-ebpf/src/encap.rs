@@ -16,13 +16,14 @@ use lb_abi::{
     FAMILY_V4, FAMILY_V6,
     backend::Backend,
     control::{Control, blend},
+    flow::FlowKey,
     hash::outer_source_mix,
     stats::GlobalCounter,
 };
 
 use crate::{
     maps::{CONTROL, bench_restore},
-    parse::{ETH_LEN, IPV4_LEN, IPV6_LEN, Packet, bytes_at, load},
+    parse::{ETH_LEN, Headers, IPV4_LEN, IPV6_LEN, bytes_at, load},
     verdict::Verdict,
 };
 
@@ -42,10 +43,15 @@ fn store<T>(ptr: *mut u8, offset: usize, value: T) {
 
 /// Makes room for and writes the outer headers towards `backend`.
 #[inline(always)]
-pub fn encapsulate(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<(), Verdict> {
+pub fn encapsulate(
+    ctx: &XdpContext,
+    h: &Headers,
+    key: &FlowKey,
+    backend: &Backend,
+) -> Result<(), Verdict> {
     let no_room = Verdict::drop(GlobalCounter::DropNoHeadroom);
     let control = CONTROL.get(0).ok_or(no_room)?;
-    let mix = outer_source_mix(&pkt.key);
+    let mix = outer_source_mix(key);
     let saved = if bench_restore() {
         let eth = bytes_at(ctx, 0, ETH_LEN).ok_or(no_room)?;
         Some((
@@ -69,11 +75,11 @@ pub fn encapsulate(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<
     if backend.family == FAMILY_V6 {
         let frame = bytes_at(ctx, 0, ETH_LEN + IPV6_LEN).ok_or(no_room)?;
         write_eth(frame, control, ETH_P_IPV6);
-        write_ipv6(frame, control, pkt, backend, mix);
+        write_ipv6(frame, control, h, key.family, backend, mix);
     } else {
         let frame = bytes_at(ctx, 0, ETH_LEN + IPV4_LEN).ok_or(no_room)?;
         write_eth(frame, control, ETH_P_IP);
-        write_ipv4(frame, control, pkt, backend, mix);
+        write_ipv4(frame, control, h, backend, mix);
     }
     if let Some((w0, w8, ethertype)) = saved {
         // SAFETY: as above.
@@ -101,14 +107,14 @@ fn write_eth(frame: *mut u8, control: &Control, ethertype: u16) {
 }
 
 #[inline(always)]
-fn write_ipv4(frame: *mut u8, control: &Control, pkt: &Packet, backend: &Backend, mix: u32) {
+fn write_ipv4(frame: *mut u8, control: &Control, h: &Headers, backend: &Backend, mix: u32) {
     let ip = unsafe { frame.add(ETH_LEN) };
     let src = blend(control.outer_src_v4, control.outer_src_v4_host_mask, mix);
     let dst = backend.addr[0];
     // Words as a native load of the wire bytes reads them; the one's
     // complement sum is the same in either byte order (RFC 1071).
-    let w0 = u16::from_ne_bytes([0x45, pkt.tos]);
-    let w1 = ((pkt.ip_len + IPV4_LEN as u32) as u16).to_be();
+    let w0 = u16::from_ne_bytes([0x45, h.tos]);
+    let w1 = ((h.ip_len + IPV4_LEN as u32) as u16).to_be();
     let w4 = u16::from_ne_bytes([control.outer_ttl, IPPROTO_IPIP]);
     let csum = crate::csum::ipv4_header(&[w0, w1, 0, IP_DF, w4], src, dst);
     store(ip, 0, w0);
@@ -122,22 +128,29 @@ fn write_ipv4(frame: *mut u8, control: &Control, pkt: &Packet, backend: &Backend
 }
 
 #[inline(always)]
-fn write_ipv6(frame: *mut u8, control: &Control, pkt: &Packet, backend: &Backend, mix: u32) {
+fn write_ipv6(
+    frame: *mut u8,
+    control: &Control,
+    h: &Headers,
+    inner_family: u8,
+    backend: &Backend,
+    mix: u32,
+) {
     let ip = unsafe { frame.add(ETH_LEN) };
     let label = mix & 0x000f_ffff;
     let head = [
-        0x60 | (pkt.tos >> 4),
-        (pkt.tos << 4) | (label >> 16) as u8,
+        0x60 | (h.tos >> 4),
+        (h.tos << 4) | (label >> 16) as u8,
         (label >> 8) as u8,
         label as u8,
     ];
-    let next = if pkt.key.family == FAMILY_V4 {
+    let next = if inner_family == FAMILY_V4 {
         IPPROTO_IPIP
     } else {
         IPPROTO_IPV6
     };
     store(ip, 0, u32::from_ne_bytes(head));
-    store(ip, 4, (pkt.ip_len as u16).to_be());
+    store(ip, 4, (h.ip_len as u16).to_be());
     store(ip, 6, u16::from_ne_bytes([next, control.outer_ttl]));
     let s = control.outer_src_v6;
     store(

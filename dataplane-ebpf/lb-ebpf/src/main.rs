@@ -14,6 +14,7 @@
 
 mod csum;
 mod encap;
+mod flood;
 mod maps;
 mod parse;
 mod select;
@@ -36,12 +37,14 @@ pub fn balancer(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
-    let pkt = parse::parse(ctx)?;
-    let vip = vip::lookup(&pkt)?;
-    vip::check(&pkt)?;
-    let chosen = select::select(&pkt, &vip)?;
-    encap::encapsulate(ctx, &pkt, &chosen.backend)?;
-    stats::traffic(vip.vip_index, chosen.backend_id, pkt.frame_len);
+    let headers = parse::parse(ctx)?;
+    let vip_key = parse::vip_key(ctx, &headers)?;
+    let vip = vip::lookup(&vip_key)?;
+    vip::check(&headers)?;
+    let (flow, syn) = parse::flow_key(ctx, &headers, &vip_key)?;
+    let chosen = select::select(&flow, syn, &vip)?;
+    encap::encapsulate(ctx, &headers, &flow, &chosen.backend)?;
+    stats::traffic(vip.vip_index, chosen.backend_id, headers.frame_len);
     Ok(Verdict::tx(chosen.via))
 }
 

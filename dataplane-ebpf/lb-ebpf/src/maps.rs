@@ -9,6 +9,8 @@ use aya_ebpf::{
 use lb_abi::{
     backend::Backend,
     control::Control,
+    filter::FILTER_WORDS,
+    flood::FloodWindow,
     flow::{FlowKey, FlowValue},
     limits::placeholder,
     ring::INNER_MAP_FLAGS,
@@ -38,6 +40,12 @@ pub static RINGS: ArrayOfMaps<
 pub static CONTROL: Array<Control, 1> = Array::new();
 
 #[btf_map]
+pub static VIP_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
+
+#[btf_map]
+pub static FLOOD: PerCpuArray<FloodWindow, 1> = PerCpuArray::new();
+
+#[btf_map]
 pub static VIP_STATS: PerCpuArray<TrafficCounters, { placeholder::VIPS }> = PerCpuArray::new();
 
 #[btf_map]
@@ -52,6 +60,11 @@ pub static GLOBAL_STATS: PerCpuArray<u64, { GLOBAL_COUNTERS as usize }> = PerCpu
 #[unsafe(no_mangle)]
 static RING_SIZE: u32 = lb_abi::limits::DEFAULT_RING_SIZE;
 
+/// New flows per second per CPU past which they are not recorded; 0 = no
+/// limit. Set by the loader.
+#[unsafe(no_mangle)]
+static FLOOD_THRESHOLD: u32 = lb_abi::limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC;
+
 /// Non-zero only in the benchmark harness: after building the encapsulated
 /// frame, undo it, so `BPF_PROG_TEST_RUN` with `repeat` runs the full VIP
 /// path every time. The verifier prunes the branch when zero.
@@ -63,6 +76,12 @@ pub fn ring_size() -> u32 {
     // SAFETY: a plain read of an initialised static; volatile keeps the
     // compiler from folding the default value in.
     unsafe { core::ptr::read_volatile(&RING_SIZE) }
+}
+
+#[inline(always)]
+pub fn flood_threshold() -> u32 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&FLOOD_THRESHOLD) }
 }
 
 #[inline(always)]

@@ -8,7 +8,9 @@
 //! other traffic passes untouched whatever it carries.
 
 use aya_ebpf::programs::XdpContext;
-use lb_abi::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::GlobalCounter};
+use lb_abi::{
+    FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::GlobalCounter, vip::VipKey,
+};
 
 use crate::verdict::Verdict;
 
@@ -24,9 +26,14 @@ const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
 
 const TCP_SYN: u8 = 0x02;
 
-/// A parsed VIP candidate.
-pub struct Packet {
-    pub key: FlowKey,
+/// What the headers say about a VIP candidate. Scalars only: addresses
+/// and ports are read from the packet again where they are needed, which
+/// is cheaper than carrying them (the program would spill them).
+pub struct Headers {
+    pub family: u8,
+    pub proto: u8,
+    /// Offset of the L4 header; the packet holds its minimal length.
+    pub l4: usize,
     /// Bytes of the frame as received.
     pub frame_len: u32,
     /// Length of the inner IP packet by its own header (IPv4 total length,
@@ -36,7 +43,6 @@ pub struct Packet {
     pub l3_len: u32,
     /// IPv4 TOS or IPv6 traffic class, copied to the outer header.
     pub tos: u8,
-    pub syn: bool,
     /// IPv4 header longer than 20 bytes.
     pub has_options: bool,
     /// First fragment of a fragmented IPv4 packet.
@@ -70,23 +76,32 @@ pub fn load<T: Copy>(ptr: *const u8, offset: usize) -> T {
     unsafe { ptr.add(offset).cast::<T>().read() }
 }
 
-/// Parses Ethernet, IPv4/IPv6 and the TCP/UDP ports.
+/// Parses Ethernet and IPv4/IPv6, and checks the TCP/UDP header is there.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
+pub fn parse(ctx: &XdpContext) -> Result<Headers, Verdict> {
     let frame_len = (ctx.data_end() - ctx.data()) as u32;
     let eth = bytes_at(ctx, 0, ETH_LEN).ok_or(Verdict::pass(GlobalCounter::PassTruncated))?;
     let ethertype: u16 = load(eth, 12);
-    if ethertype == ETH_P_IP {
-        parse_v4(ctx, frame_len)
+    let headers = if ethertype == ETH_P_IP {
+        parse_v4(ctx, frame_len)?
     } else if ethertype == ETH_P_IPV6 {
-        parse_v6(ctx, frame_len)
+        parse_v6(ctx, frame_len)?
     } else {
-        Err(Verdict::pass(GlobalCounter::PassNotIp))
-    }
+        return Err(Verdict::pass(GlobalCounter::PassNotIp));
+    };
+    let l4_len = if headers.proto == PROTO_TCP {
+        TCP_LEN
+    } else if headers.proto == PROTO_UDP {
+        UDP_LEN
+    } else {
+        return Err(Verdict::pass(GlobalCounter::PassOtherProtocol));
+    };
+    bytes_at(ctx, headers.l4, l4_len).ok_or(Verdict::pass(GlobalCounter::PassTruncated))?;
+    Ok(headers)
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &XdpContext, frame_len: u32) -> Result<Packet, Verdict> {
+fn parse_v4(ctx: &XdpContext, frame_len: u32) -> Result<Headers, Verdict> {
     let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN).ok_or(Verdict::pass(GlobalCounter::PassTruncated))?;
     let ver_ihl: u8 = load(ip, 0);
     let ihl = (ver_ihl & 0x0f) as usize;
@@ -97,74 +112,94 @@ fn parse_v4(ctx: &XdpContext, frame_len: u32) -> Result<Packet, Verdict> {
     if frag & 0x1fff != 0 {
         return Err(Verdict::pass(GlobalCounter::PassLaterFragment));
     }
-    let proto: u8 = load(ip, 9);
     let l3_len = ihl * 4;
-    let mut key = FlowKey {
-        src: [load(ip, 12), 0, 0, 0],
-        dst: [load(ip, 16), 0, 0, 0],
-        proto,
+    Ok(Headers {
         family: FAMILY_V4,
-        ..FlowKey::default()
-    };
-    let syn = parse_l4(ctx, ETH_LEN + l3_len, &mut key)?;
-    Ok(Packet {
-        key,
+        proto: load(ip, 9),
+        l4: ETH_LEN + l3_len,
         frame_len,
         ip_len: u32::from(u16::from_be(load(ip, 2))),
         l3_len: l3_len as u32,
         tos: load(ip, 1),
-        syn,
         has_options: ihl != 5,
         is_fragment: frag & 0x2000 != 0,
     })
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &XdpContext, frame_len: u32) -> Result<Packet, Verdict> {
+fn parse_v6(ctx: &XdpContext, frame_len: u32) -> Result<Headers, Verdict> {
     let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN).ok_or(Verdict::pass(GlobalCounter::PassTruncated))?;
     let b0: u8 = load(ip, 0);
     if b0 >> 4 != 6 {
         return Err(Verdict::pass(GlobalCounter::PassBadIpHeader));
     }
     let b1: u8 = load(ip, 1);
-    let mut key = FlowKey {
-        src: [load(ip, 8), load(ip, 12), load(ip, 16), load(ip, 20)],
-        dst: [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)],
-        proto: load(ip, 6),
+    Ok(Headers {
         family: FAMILY_V6,
-        ..FlowKey::default()
-    };
-    let syn = parse_l4(ctx, ETH_LEN + IPV6_LEN, &mut key)?;
-    Ok(Packet {
-        key,
+        proto: load(ip, 6),
+        l4: ETH_LEN + IPV6_LEN,
         frame_len,
         ip_len: u32::from(u16::from_be(load(ip, 4))) + IPV6_LEN as u32,
         l3_len: IPV6_LEN as u32,
         tos: (b0 << 4) | (b1 >> 4),
-        syn,
         has_options: false,
         is_fragment: false,
     })
 }
 
-/// Fills the ports of `key`; returns whether this is a TCP SYN.
+/// The VIP key of the packet's destination.
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Result<bool, Verdict> {
+pub fn vip_key(ctx: &XdpContext, h: &Headers) -> Result<VipKey, Verdict> {
     let truncated = Verdict::pass(GlobalCounter::PassTruncated);
-    if key.proto == PROTO_TCP {
-        let tcp = bytes_at(ctx, offset, TCP_LEN).ok_or(truncated)?;
-        key.src_port = load(tcp, 0);
-        key.dst_port = load(tcp, 2);
-        let flags: u8 = load(tcp, 13);
-        Ok(flags & TCP_SYN != 0)
-    } else if key.proto == PROTO_UDP {
-        let udp = bytes_at(ctx, offset, UDP_LEN).ok_or(truncated)?;
-        key.src_port = load(udp, 0);
-        key.dst_port = load(udp, 2);
-        Ok(false)
+    let l4 = bytes_at(ctx, h.l4, UDP_LEN).ok_or(truncated)?;
+    let port = load(l4, 2);
+    if h.family == FAMILY_V4 {
+        let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN).ok_or(truncated)?;
+        Ok(VipKey {
+            addr: [load(ip, 16), 0, 0, 0],
+            port,
+            proto: h.proto,
+            family: FAMILY_V4,
+        })
     } else {
-        Err(Verdict::pass(GlobalCounter::PassOtherProtocol))
+        let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN).ok_or(truncated)?;
+        Ok(VipKey {
+            addr: [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)],
+            port,
+            proto: h.proto,
+            family: FAMILY_V6,
+        })
     }
+}
+
+/// The packet's 5-tuple, and whether it is a TCP SYN.
+#[inline(always)]
+pub fn flow_key(ctx: &XdpContext, h: &Headers, vip: &VipKey) -> Result<(FlowKey, bool), Verdict> {
+    let truncated = Verdict::pass(GlobalCounter::PassTruncated);
+    let l4 = bytes_at(ctx, h.l4, UDP_LEN).ok_or(truncated)?;
+    let src = if h.family == FAMILY_V4 {
+        let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN).ok_or(truncated)?;
+        [load(ip, 12), 0, 0, 0]
+    } else {
+        let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN).ok_or(truncated)?;
+        [load(ip, 8), load(ip, 12), load(ip, 16), load(ip, 20)]
+    };
+    let syn = if h.proto == PROTO_TCP {
+        let tcp = bytes_at(ctx, h.l4, TCP_LEN).ok_or(truncated)?;
+        load::<u8>(tcp, 13) & TCP_SYN != 0
+    } else {
+        false
+    };
+    let key = FlowKey {
+        src,
+        dst: vip.addr,
+        src_port: load(l4, 0),
+        dst_port: vip.port,
+        proto: h.proto,
+        family: h.family,
+        _pad: [0; 2],
+    };
+    Ok((key, syn))
 }
 
 /// Minimum L4 header length of a TCP or UDP packet.

@@ -1,29 +1,31 @@
 //! VIP lookup, and the checks only VIP traffic is held to.
 
 use lb_abi::{
+    filter::filter_bit,
     stats::GlobalCounter,
     vip::{VipKey, VipValue},
 };
 
 use crate::{
-    maps::VIPS,
-    parse::{ETH_LEN, Packet, l4_min_len},
+    maps::{VIP_FILTER, VIPS},
+    parse::{ETH_LEN, Headers, l4_min_len},
     verdict::Verdict,
 };
 
 /// The VIP the packet is addressed to, or pass.
 #[inline(always)]
-pub fn lookup(pkt: &Packet) -> Result<VipValue, Verdict> {
-    let key = VipKey {
-        addr: pkt.key.dst,
-        port: pkt.key.dst_port,
-        proto: pkt.key.proto,
-        family: pkt.key.family,
-    };
+pub fn lookup(key: &VipKey) -> Result<VipValue, Verdict> {
+    // Most traffic through a node is not for a VIP: an inlined array load
+    // settles it without hashing the key.
+    let (word, mask) = filter_bit(&key.addr);
+    let bits = VIP_FILTER.get(word).copied().unwrap_or(0);
+    if bits & mask == 0 {
+        return Err(Verdict::pass(GlobalCounter::PassNotVip));
+    }
     // SAFETY: VIPS has no preallocation, so the element we read stays intact
     // for the whole program run even if userspace replaces it meanwhile; we
     // copy it out at once.
-    let value = unsafe { VIPS.get(&key) };
+    let value = unsafe { VIPS.get(key) };
     value
         .copied()
         .ok_or(Verdict::pass(GlobalCounter::PassNotVip))
@@ -32,16 +34,14 @@ pub fn lookup(pkt: &Packet) -> Result<VipValue, Verdict> {
 /// Drops VIP traffic we will not forward: IPv4 options, fragments, and IP
 /// lengths that disagree with the frame (a backend would get garbage).
 #[inline(always)]
-pub fn check(pkt: &Packet) -> Result<(), Verdict> {
-    if pkt.has_options {
+pub fn check(h: &Headers) -> Result<(), Verdict> {
+    if h.has_options {
         return Err(Verdict::drop(GlobalCounter::DropIpv4Options));
     }
-    if pkt.is_fragment {
+    if h.is_fragment {
         return Err(Verdict::drop(GlobalCounter::DropFragment));
     }
-    if pkt.ip_len < pkt.l3_len + l4_min_len(pkt.key.proto)
-        || pkt.ip_len + ETH_LEN as u32 > pkt.frame_len
-    {
+    if h.ip_len < h.l3_len + l4_min_len(h.proto) || h.ip_len + ETH_LEN as u32 > h.frame_len {
         return Err(Verdict::drop(GlobalCounter::DropBadLength));
     }
     Ok(())

@@ -22,7 +22,7 @@ pub fn small_options(ring_size: u32) -> LoadOptions {
         max_vips: 32,
         max_backends: 256,
         flow_table_entries: 1 << 17,
-        bench_restore: false,
+        ..LoadOptions::default()
     }
 }
 
