@@ -52,7 +52,7 @@ use lb_abi::{
     flow::FLOWS,
     ring::{RING_SIZE, RINGS},
     stats::{BACKEND_STATS, GLOBAL_STATS, VIP_STATS},
-    vip::VIPS,
+    vip::{VIP_GENERATIONS, VIPS},
 };
 
 use crate::programmer::Maps;
@@ -106,6 +106,7 @@ impl Dataplane {
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
             .map_max_entries(VIPS, options.max_vips)
             .map_max_entries(VIP_STATS, options.max_vips)
+            .map_max_entries(VIP_GENERATIONS, options.max_vips)
             .map_max_entries(BACKENDS, options.max_backends)
             .map_max_entries(BACKEND_STATS, options.max_backends)
             .map_max_entries(FLOWS, options.flow_table_entries)
@@ -122,6 +123,7 @@ impl Dataplane {
         }
         let maps = Maps {
             vips: typed(&mut ebpf, VIPS)?,
+            vip_generations: typed(&mut ebpf, VIP_GENERATIONS)?,
             backends: typed(&mut ebpf, BACKENDS)?,
             flows: typed(&mut ebpf, FLOWS)?,
             rings: typed(&mut ebpf, RINGS)?,

@@ -27,7 +27,7 @@ use lb_abi::{
     flow::{FLOWS, FlowKey, FlowValue},
     ring::{INNER_MAP_FLAGS, NO_RING, RINGS},
     stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
-    vip::{VIPS, VipKey, VipValue},
+    vip::{VIP_GENERATIONS, VIPS, VipKey, VipValue, flags},
     wire_addr,
 };
 use lb_maglev::{MaglevError, Member};
@@ -46,6 +46,7 @@ const BARRIER_SLOT: u32 = 0;
 /// Handles on the maps, taken from the loaded object.
 pub(crate) struct Maps {
     pub(crate) vips: BpfHashMap<MapData, VipKey, VipValue>,
+    pub(crate) vip_generations: Array<MapData, u32>,
     pub(crate) backends: Array<MapData, Backend>,
     pub(crate) flows: BpfHashMap<MapData, FlowKey, FlowValue>,
     pub(crate) rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
@@ -75,6 +76,8 @@ pub struct Programmer {
     /// VIPs per filter bit, and the filter words as written.
     filter_refs: HashMap<(u32, u64), u32>,
     filter_words: HashMap<u32, u64>,
+    /// Last VIP generation handed out.
+    last_generation: u32,
     state: DataplaneState,
 }
 
@@ -95,6 +98,7 @@ impl Programmer {
             vip_indices: IndexPool::new(0, options.max_vips),
             filter_refs: HashMap::new(),
             filter_words: HashMap::new(),
+            last_generation: 0,
             state: DataplaneState {
                 ring_size: options.ring_size,
                 ..DataplaneState::default()
@@ -161,12 +165,35 @@ impl Programmer {
                 return Err(e);
             }
         };
+        let old_value = self.vips.get(&key).map(|p| p.value);
+        let uses_flows = config.flags & flags::NO_FLOW_TABLE == 0;
+        // A new VIP, or one whose flow table comes back on, starts a fresh
+        // generation: flows from before are not honoured.
+        let generation = match old_value {
+            Some(old) if (old.flags & flags::NO_FLOW_TABLE == 0) == uses_flows => old.generation,
+            _ => self.next_generation(),
+        };
         let value = VipValue {
             vip_index,
             ring_slot: ring_slot.as_ref().map_or(NO_RING, |(slot, _)| *slot),
             flags: config.flags,
-            _pad: 0,
+            generation,
         };
+        // Published before the flip, so the flows the first packets place
+        // are honoured at once.
+        let published = if old_value.map(|o| o.generation) != Some(generation) {
+            self.set_vip_generation(vip_index, if uses_flows { generation } else { 0 })
+        } else {
+            Ok(())
+        };
+        if let Err(e) = published {
+            if let Some((slot, _)) = ring_slot {
+                self.ring_slots.release(slot);
+            }
+            self.release_backends(config, false);
+            self.forget_new_vip_index(&key, vip_index);
+            return Err(e);
+        }
         let is_new = !self.vips.contains_key(&key);
         // The filter bit goes up before the VIP exists, so no packet of the
         // VIP is ever filtered out.
@@ -193,11 +220,17 @@ impl Programmer {
             return Err(e);
         }
 
+        // Flows stop being honoured only after the flip, so no packet sees
+        // the old config without its flows.
+        if !uses_flows && old_value.is_some_and(|o| o.flags & flags::NO_FLOW_TABLE == 0) {
+            self.set_vip_generation(vip_index, 0)?;
+        }
         self.state.vips.insert(
             key,
             VipEntry {
                 vip_index,
                 flags: config.flags,
+                generation,
                 ring_slot: value.ring_slot,
                 ring: ring_slot.map(|(_, ids)| ids),
             },
@@ -225,6 +258,7 @@ impl Programmer {
             .map_err(map_err(VIPS, "remove"))?;
         let old = self.vips.remove(key).ok_or(DataplaneError::NoSuchVip)?;
         self.state.vips.remove(key);
+        self.set_vip_generation(index, 0)?;
         self.filter_remove(key)?;
         self.retire(&old)?;
         self.vip_indices.release(index);
@@ -250,6 +284,24 @@ impl Programmer {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_err(FLOWS, "remove")(e)),
             }
+        }
+        Ok(())
+    }
+
+    fn next_generation(&mut self) -> u32 {
+        self.last_generation = self.last_generation.wrapping_add(1).max(1);
+        self.last_generation
+    }
+
+    fn set_vip_generation(&mut self, index: u32, generation: u32) -> Result<(), DataplaneError> {
+        self.maps
+            .vip_generations
+            .set(index, &generation, 0)
+            .map_err(map_err(VIP_GENERATIONS, "set"))?;
+        if generation == 0 {
+            self.state.vip_generations.remove(&index);
+        } else {
+            self.state.vip_generations.insert(index, generation);
         }
         Ok(())
     }

@@ -114,59 +114,82 @@ impl Model {
         lookup: &mut Option<bool>,
     ) -> Result<(GlobalCounter, Vec<u8>, u32, u32), (Action, GlobalCounter)> {
         let pkt = parse(frame).map_err(|c| (Action::Pass, c))?;
+        // A SYN never consults the flow table; other packets do before the
+        // VIP is looked up, and a hit stands for the lookup.
+        let hit = if pkt.syn {
+            None
+        } else {
+            self.flow_hit(&pkt.key)
+        };
+        if let Some(f) = hit {
+            check(frame, &pkt)?;
+            *lookup = Some(true);
+            let out = encapsulate(&self.state, frame, &pkt, &f.backend);
+            return Ok((GlobalCounter::TxFlowHit, out, f.vip_index, f.backend_id));
+        }
         let vip = self
             .state
             .vips
             .get(&vip_key(&pkt.key))
             .ok_or((Action::Pass, GlobalCounter::PassNotVip))?
             .clone();
-        let drop = |c| (Action::Drop, c);
-        if pkt.has_options {
-            return Err(drop(GlobalCounter::DropIpv4Options));
-        }
-        if pkt.is_fragment {
-            return Err(drop(GlobalCounter::DropFragment));
-        }
-        let l4_min = if pkt.key.proto == lb_abi::PROTO_TCP {
-            20
-        } else {
-            8
-        };
-        if pkt.ip_len < pkt.l3_len + l4_min || pkt.ip_len as usize + 14 > frame.len() {
-            return Err(drop(GlobalCounter::DropBadLength));
-        }
+        check(frame, &pkt)?;
         let use_flows = vip.flags & flags::NO_FLOW_TABLE == 0;
-        let mut chosen = None;
         if use_flows && !pkt.syn {
-            let live = self.flows.get(&pkt.key).filter(|f| {
-                self.state
-                    .backends
-                    .get(&f.backend_id)
-                    .is_some_and(|b| b.generation == f.backend.generation)
-            });
-            *lookup = Some(live.is_some());
-            chosen = live.map(|f| (f.backend_id, f.backend, GlobalCounter::TxFlowHit));
+            *lookup = Some(false);
         }
-        let (backend_id, backend, via) = match chosen {
-            Some(c) => c,
-            None => {
-                let (id, backend) = ring_pick(&self.state, &vip, &pkt.key).map_err(drop)?;
-                if use_flows {
-                    self.flows.insert(
-                        pkt.key,
-                        FlowValue {
-                            backend,
-                            backend_id: id,
-                            _pad: 0,
-                        },
-                    );
-                }
-                (id, backend, GlobalCounter::TxRing)
-            }
-        };
+        let (id, backend) =
+            ring_pick(&self.state, &vip, &pkt.key).map_err(|c| (Action::Drop, c))?;
+        if use_flows {
+            self.flows.insert(
+                pkt.key,
+                FlowValue {
+                    backend,
+                    backend_id: id,
+                    vip_index: vip.vip_index,
+                    vip_generation: vip.generation,
+                    _pad: 0,
+                },
+            );
+        }
         let out = encapsulate(&self.state, frame, &pkt, &backend);
-        Ok((via, out, vip.vip_index, backend_id))
+        Ok((GlobalCounter::TxRing, out, vip.vip_index, id))
     }
+
+    /// The flow entry of `key` if it is live: its VIP is in the generation
+    /// that placed it and its backend still holds its id.
+    fn flow_hit(&self, key: &FlowKey) -> Option<FlowValue> {
+        let f = self.flows.get(key)?;
+        let vip_live = f.vip_generation != 0
+            && self.state.vip_generations.get(&f.vip_index) == Some(&f.vip_generation);
+        let backend_live = self
+            .state
+            .backends
+            .get(&f.backend_id)
+            .is_some_and(|b| b.generation == f.backend.generation);
+        (vip_live && backend_live).then_some(*f)
+    }
+}
+
+/// The drops only VIP traffic is held to: IPv4 options, fragments, and IP
+/// lengths that disagree with the frame.
+fn check(frame: &[u8], pkt: &Parsed) -> Result<(), (Action, GlobalCounter)> {
+    let drop = |c| Err((Action::Drop, c));
+    if pkt.has_options {
+        return drop(GlobalCounter::DropIpv4Options);
+    }
+    if pkt.is_fragment {
+        return drop(GlobalCounter::DropFragment);
+    }
+    let l4_min = if pkt.key.proto == lb_abi::PROTO_TCP {
+        20
+    } else {
+        8
+    };
+    if pkt.ip_len < pkt.l3_len + l4_min || pkt.ip_len as usize + 14 > frame.len() {
+        return drop(GlobalCounter::DropBadLength);
+    }
+    Ok(())
 }
 
 fn vip_key(key: &FlowKey) -> VipKey {

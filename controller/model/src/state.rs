@@ -9,6 +9,8 @@ use lb_abi::{backend::Backend, control::Control, vip::VipKey};
 pub struct VipEntry {
     pub vip_index: u32,
     pub flags: u32,
+    /// The VIP's flow-table generation, recorded in the flows it places.
+    pub generation: u32,
     /// The ring slot the VIP points at (`NO_RING` when none).
     pub ring_slot: u32,
     /// The ring's backend ids, `ring_size` of them.
@@ -21,6 +23,9 @@ pub struct DataplaneState {
     pub control: Control,
     pub ring_size: u32,
     pub vips: HashMap<VipKey, VipEntry>,
+    /// The VIP generation map by stats index: the generation whose flows are
+    /// live (absent or 0: none).
+    pub vip_generations: HashMap<u32, u32>,
     /// Backend table by id; absent ids read as empty.
     pub backends: HashMap<u32, Backend>,
 }

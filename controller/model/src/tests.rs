@@ -30,6 +30,9 @@ fn state(vip_flags: u32) -> DataplaneState {
         ring_size: 7,
         ..DataplaneState::default()
     };
+    if vip_flags & flags::NO_FLOW_TABLE == 0 {
+        s.vip_generations.insert(0, 1);
+    }
     s.backends.insert(1, backend("192.168.1.1", 1));
     s.backends.insert(2, backend("192.168.1.2", 1));
     s.vips.insert(
@@ -37,6 +40,7 @@ fn state(vip_flags: u32) -> DataplaneState {
         VipEntry {
             vip_index: 0,
             flags: vip_flags,
+            generation: 1,
             ring_slot: 0,
             ring: Some(Arc::from(vec![1, 2, 1, 2, 1, 2, 1])),
         },

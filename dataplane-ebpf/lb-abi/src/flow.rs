@@ -4,8 +4,9 @@
 //! load time. Written by the balancer (on a miss, and on every TCP SYN), read
 //! by the balancer; userspace may read it or clear it.
 //!
-//! The value carries a copy of the backend it chose, so a hit needs only the
-//! backend table's generation to confirm the backend is still there.
+//! The value carries a copy of the backend it chose and the VIP's
+//! generation, so a hit needs only two array loads (the VIP's and the
+//! backend's generations) to confirm both are still there.
 
 use crate::backend::Backend;
 
@@ -40,6 +41,10 @@ pub struct FlowValue {
     pub backend: Backend,
     /// Id of that backend in [`crate::backend::BACKENDS`].
     pub backend_id: u32,
+    /// Stats index of the VIP that placed the flow.
+    pub vip_index: u32,
+    /// That VIP's generation when it placed the flow.
+    pub vip_generation: u32,
     /// Reserved, zero.
     pub _pad: u32,
 }
@@ -55,7 +60,8 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(offset_of!(FlowKey, src_port), 32);
         assert_eq!(offset_of!(FlowKey, proto), 36);
-        assert_eq!(size_of::<FlowValue>(), 32);
+        assert_eq!(size_of::<FlowValue>(), 40);
         assert_eq!(offset_of!(FlowValue, backend_id), 24);
+        assert_eq!(offset_of!(FlowValue, vip_generation), 32);
     }
 }

@@ -52,9 +52,18 @@ pub struct VipValue {
     pub ring_slot: u32,
     /// [`flags`] bits.
     pub flags: u32,
-    /// Reserved, zero.
-    pub _pad: u32,
+    /// Identifies this VIP's current flow-table epoch; recorded in every
+    /// flow entry the VIP creates (see [`VIP_GENERATIONS`]).
+    pub generation: u32,
 }
+
+/// Name of the VIP generation map: array indexed by `vip_index` → `u32`,
+/// the generation whose flow entries are live, or 0 when the VIP is gone or
+/// does not use the flow table. A flow-table hit is honoured only if its
+/// entry's generation matches, which lets the balancer trust a hit without
+/// looking the VIP up first. Userspace gives every new VIP, and every VIP
+/// whose flow table is switched back on, a fresh generation.
+pub const VIP_GENERATIONS: &str = "VIP_GENERATIONS";
 
 /// Per-VIP behaviour bits of [`VipValue::flags`].
 pub mod flags {
@@ -82,5 +91,6 @@ mod tests {
         assert_eq!(offset_of!(VipKey, family), 19);
         assert_eq!(size_of::<VipValue>(), 16);
         assert_eq!(offset_of!(VipValue, flags), 8);
+        assert_eq!(offset_of!(VipValue, generation), 12);
     }
 }

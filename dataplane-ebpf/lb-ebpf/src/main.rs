@@ -39,12 +39,26 @@ pub fn balancer(ctx: XdpContext) -> u32 {
 fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     let headers = parse::parse(ctx)?;
     let vip_key = parse::vip_key(ctx, &headers)?;
-    let vip = vip::lookup(&vip_key)?;
-    vip::check(&headers)?;
+    vip::prefilter(&vip_key)?;
     let (flow, syn) = parse::flow_key(ctx, &headers, &vip_key)?;
-    let chosen = select::select(&flow, syn, &vip)?;
+    // A SYN starts a new connection: it must not inherit a stale decision
+    // from an earlier connection on the same 5-tuple.
+    let hit = if syn { None } else { select::flow_hit(&flow) };
+    let (chosen, vip_index) = match hit {
+        Some(hit) => {
+            // A hit skips the VIP lookup, not the checks VIP traffic is
+            // held to.
+            vip::check(&headers)?;
+            hit
+        }
+        None => {
+            let vip = vip::lookup(&vip_key)?;
+            vip::check(&headers)?;
+            (select::from_vip(&flow, syn, &vip)?, vip.vip_index)
+        }
+    };
     encap::encapsulate(ctx, &headers, &flow, &chosen.backend)?;
-    stats::traffic(vip.vip_index, chosen.backend_id, headers.frame_len);
+    stats::traffic(vip_index, chosen.backend_id, headers.frame_len);
     Ok(Verdict::tx(chosen.via))
 }
 

@@ -25,6 +25,9 @@ pub static VIPS: HashMap<VipKey, VipValue, { placeholder::VIPS }, { BPF_F_NO_PRE
     HashMap::new();
 
 #[btf_map]
+pub static VIP_GENERATIONS: Array<u32, { placeholder::VIPS }> = Array::new();
+
+#[btf_map]
 pub static BACKENDS: Array<Backend, { placeholder::BACKENDS }> = Array::new();
 
 #[btf_map]

@@ -1,4 +1,5 @@
-//! Backend selection: the flow table first, then the VIP's Maglev ring.
+//! Backend selection: the flow table first (before the VIP is even looked
+//! up), then the VIP's Maglev ring.
 
 use aya_ebpf::bindings::BPF_ANY;
 use lb_abi::{
@@ -13,7 +14,7 @@ use lb_abi::{
 
 use crate::{
     flood,
-    maps::{BACKENDS, FLOWS, RINGS, ring_size},
+    maps::{BACKENDS, FLOWS, RINGS, VIP_GENERATIONS, ring_size},
     stats,
     verdict::Verdict,
 };
@@ -26,15 +27,13 @@ pub struct Selection {
     pub via: GlobalCounter,
 }
 
+/// The ring's choice for a packet of `vip` that the flow table did not
+/// place; records the flow unless the VIP skips the flow table.
 #[inline(always)]
-pub fn select(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, Verdict> {
+pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, Verdict> {
     let use_flows = vip.flags & flags::NO_FLOW_TABLE == 0;
-    // A SYN starts a new connection: it must not inherit a stale decision
-    // from an earlier connection on the same 5-tuple.
+    // `flow_hit` already looked; a SYN never looks, so it is not a miss.
     if use_flows && !syn {
-        if let Some(hit) = flow_lookup(key) {
-            return Ok(hit);
-        }
         stats::bump(GlobalCounter::FlowMiss);
     }
     let chosen = from_ring(key, vip)?;
@@ -46,6 +45,8 @@ pub fn select(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, Ver
         let value = FlowValue {
             backend: chosen.backend,
             backend_id: chosen.backend_id,
+            vip_index: vip.vip_index,
+            vip_generation: vip.generation,
             _pad: 0,
         };
         // A full LRU evicts; a failed insert only costs affinity, never the
@@ -55,22 +56,37 @@ pub fn select(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, Ver
     Ok(chosen)
 }
 
+/// The flow table's backend for an established flow, with the VIP's stats
+/// index: honoured only while the VIP that placed it is in the same
+/// generation and the backend still holds its id. A hit needs no VIP
+/// lookup: the generation check stands for it.
 #[inline(always)]
-fn flow_lookup(key: &FlowKey) -> Option<Selection> {
+pub fn flow_hit(key: &FlowKey) -> Option<(Selection, u32)> {
     let entry = FLOWS.get_ptr(key)?;
     // SAFETY: the LRU may recycle this element after we return; we copy the
     // fields now, and a torn read could only pair a flow with another valid
-    // backend, which the generation check below then rejects.
-    let (backend_id, backend) = unsafe { ((*entry).backend_id, (*entry).backend) };
+    // backend, which the generation checks below then reject.
+    let (backend_id, backend, vip_index, vip_generation) = unsafe {
+        (
+            (*entry).backend_id,
+            (*entry).backend,
+            (*entry).vip_index,
+            (*entry).vip_generation,
+        )
+    };
+    if VIP_GENERATIONS.get(vip_index).copied() != Some(vip_generation) || vip_generation == 0 {
+        return None;
+    }
     let current = BACKENDS.get(backend_id)?;
     if current.generation != backend.generation {
         return None;
     }
-    Some(Selection {
+    let chosen = Selection {
         backend,
         backend_id,
         via: GlobalCounter::TxFlowHit,
-    })
+    };
+    Some((chosen, vip_index))
 }
 
 #[inline(always)]

@@ -12,16 +12,22 @@ use crate::{
     verdict::Verdict,
 };
 
-/// The VIP the packet is addressed to, or pass.
+/// Passes traffic to addresses that have no VIP. Most traffic through a
+/// node is not for a VIP: an inlined array load settles it without hashing
+/// a key.
 #[inline(always)]
-pub fn lookup(key: &VipKey) -> Result<VipValue, Verdict> {
-    // Most traffic through a node is not for a VIP: an inlined array load
-    // settles it without hashing the key.
+pub fn prefilter(key: &VipKey) -> Result<(), Verdict> {
     let (word, mask) = filter_bit(&key.addr);
     let bits = VIP_FILTER.get(word).copied().unwrap_or(0);
     if bits & mask == 0 {
         return Err(Verdict::pass(GlobalCounter::PassNotVip));
     }
+    Ok(())
+}
+
+/// The VIP the packet is addressed to, or pass.
+#[inline(always)]
+pub fn lookup(key: &VipKey) -> Result<VipValue, Verdict> {
     // SAFETY: VIPS has no preallocation, so the element we read stays intact
     // for the whole program run even if userspace replaces it meanwhile; we
     // copy it out at once.
