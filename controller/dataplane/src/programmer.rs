@@ -516,3 +516,40 @@ pub fn backend_identity(address: IpAddr) -> Vec<u8> {
         IpAddr::V6(a) => [&[lb_abi::FAMILY_V6][..], &a.octets()].concat(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackendConfig, Protocol};
+
+    /// The ring a VIP gets is what every node computes from its config;
+    /// this pins the backend encoding and the Maglev build together.
+    #[test]
+    fn golden_ring_of_a_config() {
+        let config = VipConfig {
+            address: "10.0.0.1".parse().unwrap(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            flags: 0,
+            backends: ["10.1.0.1", "10.1.0.2", "2001:db8::3"]
+                .iter()
+                .zip([1, 2, 0])
+                .map(|(a, weight)| BackendConfig {
+                    address: a.parse().unwrap(),
+                    weight,
+                })
+                .collect(),
+        };
+        let ring = build_ring(&config, 13).unwrap().unwrap();
+        assert_eq!(ring, [1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0]);
+        assert_eq!(
+            backend_identity("10.1.0.1".parse().unwrap()),
+            [4, 10, 1, 0, 1]
+        );
+        let zero = VipConfig {
+            backends: vec![],
+            ..config
+        };
+        assert_eq!(build_ring(&zero, 13).unwrap(), None);
+    }
+}

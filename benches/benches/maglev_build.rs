@@ -1,0 +1,46 @@
+//! Maglev table build time (criterion): N = 10, 100, 1000, 5000 backends at
+//! M = 65537, and N = 1000 at M = 655373, equal weights.
+//!
+//! `cargo bench -p lb-bench --bench maglev_build`
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lb_maglev::{Member, build};
+
+/// Backend identities as the controller encodes them: family tag (4) and
+/// IPv4 address bytes.
+fn identities(n: u32) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut id = vec![4u8];
+            id.extend_from_slice(&(0x0a00_0000u32 + i).to_be_bytes());
+            id
+        })
+        .collect()
+}
+
+fn build_time(c: &mut Criterion) {
+    let mut group = c.benchmark_group("maglev_build");
+    for (n, size) in [
+        (10, 65_537),
+        (100, 65_537),
+        (1000, 65_537),
+        (5000, 65_537),
+        (1000, 655_373),
+    ] {
+        let ids = identities(n);
+        let members: Vec<Member<'_>> = ids.iter().map(|id| Member::new(id, 1)).collect();
+        group.bench_with_input(
+            BenchmarkId::new(format!("M={size}"), n),
+            &members,
+            |b, m| {
+                b.iter(|| build(black_box(m), size).unwrap());
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, build_time);
+criterion_main!(benches);
