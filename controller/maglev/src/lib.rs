@@ -295,21 +295,54 @@ impl EndGame {
     }
 
     fn claim(&mut self, turn: &mut Turn, size: u32) -> u32 {
-        let (m, next, inverse) = (
-            u64::from(size),
-            u64::from(turn.next),
-            self.inverses[&turn.member],
-        );
+        let inverse = self.inverses[&turn.member];
+        let reduce = Barrett::new(size);
         let (at, _) = self
             .free
             .iter()
             .enumerate()
-            .map(|(i, &s)| (i, (u64::from(s) + m - next) % m * inverse % m))
+            .map(|(i, &s)| {
+                let ahead = if s >= turn.next {
+                    s - turn.next
+                } else {
+                    s + size - turn.next
+                };
+                (i, reduce.rem(u64::from(ahead) * inverse))
+            })
             .min_by_key(|&(_, steps)| steps)
             .expect("claims stop when no slot is free");
         let slot = self.free.swap_remove(at);
-        turn.next = ((u64::from(slot) + u64::from(turn.skip)) % m) as u32;
+        let next = slot + turn.skip;
+        turn.next = if next >= size { next - size } else { next };
         slot
+    }
+}
+
+/// `x mod m` by multiplication: a hardware 64-bit divide costs tens of
+/// cycles, and the end game does one per free slot per claim.
+struct Barrett {
+    m: u64,
+    /// ⌊2⁶⁴ / m⌋
+    factor: u64,
+}
+
+impl Barrett {
+    fn new(m: u32) -> Self {
+        Self {
+            m: u64::from(m),
+            factor: u64::MAX / u64::from(m),
+        }
+    }
+
+    #[inline]
+    fn rem(&self, x: u64) -> u64 {
+        let q = ((u128::from(x) * u128::from(self.factor)) >> 64) as u64;
+        // q undershoots the true quotient by at most two.
+        let mut r = x - q * self.m;
+        while r >= self.m {
+            r -= self.m;
+        }
+        r
     }
 }
 

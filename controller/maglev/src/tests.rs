@@ -289,3 +289,21 @@ const GOLDEN_DIGESTS: [u64; 4] = [
     0x14b3_c186_5220_2b6a,
     0xf37c_a91d_34cd_2845,
 ];
+
+#[test]
+fn barrett_matches_division() {
+    for m in [3u32, 13, 65_537, 655_373, 16_777_213] {
+        let b = Barrett::new(m);
+        for x in [
+            0u64,
+            1,
+            u64::from(m) - 1,
+            u64::from(m),
+            1 << 40,
+            u64::from(m) * u64::from(m) - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(b.rem(x), x % u64::from(m), "{x} mod {m}");
+        }
+    }
+}
