@@ -6,17 +6,13 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lb_dataplane::programmer::backend_identity;
 use lb_maglev::{Member, build};
 
-/// Backend identities as the controller encodes them: family tag (4) and
-/// IPv4 address bytes.
+/// Identities of `n` IPv4 backends, encoded as the controller encodes them.
 fn identities(n: u32) -> Vec<Vec<u8>> {
     (0..n)
-        .map(|i| {
-            let mut id = vec![4u8];
-            id.extend_from_slice(&(0x0a00_0000u32 + i).to_be_bytes());
-            id
-        })
+        .map(|i| backend_identity(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()))
         .collect()
 }
 

@@ -10,17 +10,18 @@
 //!
 //! `cargo bench -p lb-bench --bench maglev_quality`
 
+use lb_dataplane::programmer::backend_identity;
 use lb_maglev::{Member, build};
 
 const M: u32 = 65_537;
 
+/// A name and the weight of backend `i`.
+type WeightMix = (&'static str, fn(u32) -> u32);
+
+/// Identities of `n` IPv4 backends, encoded as the controller encodes them.
 fn identities(n: u32) -> Vec<Vec<u8>> {
     (0..n)
-        .map(|i| {
-            let mut id = vec![4u8];
-            id.extend_from_slice(&(0x0a00_0000u32 + i).to_be_bytes());
-            id
-        })
+        .map(|i| backend_identity(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()))
         .collect()
 }
 
@@ -98,7 +99,7 @@ fn main() {
     println!();
     println!("| N | weights | min | max | max/min | worst error, slots |");
     println!("|---:|---|---:|---:|---:|---:|");
-    let mixes: [(&str, fn(u32) -> u32); 3] = [
+    let mixes: [WeightMix; 3] = [
         ("all 1", |_| 1),
         ("1,2,3 repeating", |i| 1 + i % 3),
         ("1..=10", |i| 1 + i % 10),

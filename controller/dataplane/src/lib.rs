@@ -42,7 +42,7 @@ use std::ffi::CString;
 use aya::{
     Ebpf, EbpfLoader,
     maps::Map,
-    programs::{Xdp, XdpMode},
+    programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_abi::{
     backend::BACKENDS,
@@ -197,36 +197,26 @@ impl Dataplane {
     }
 }
 
-fn xdp(ebpf: &Ebpf, kind: ProgramKind) -> Result<&Xdp, DataplaneError> {
-    let program = ebpf.program(kind.name()).ok_or(DataplaneError::Program {
+fn not_found(kind: ProgramKind) -> impl Fn(ProgramError) -> DataplaneError {
+    move |source| DataplaneError::Program {
         program: kind.name(),
         op: "find",
-        source: aya::programs::ProgramError::NotLoaded,
-    })?;
-    program
-        .try_into()
-        .map_err(|source| DataplaneError::Program {
-            program: kind.name(),
-            op: "find",
-            source,
-        })
+        source,
+    }
+}
+
+fn xdp(ebpf: &Ebpf, kind: ProgramKind) -> Result<&Xdp, DataplaneError> {
+    ebpf.program(kind.name())
+        .ok_or(ProgramError::NotLoaded)
+        .and_then(TryInto::try_into)
+        .map_err(not_found(kind))
 }
 
 fn xdp_mut(ebpf: &mut Ebpf, kind: ProgramKind) -> Result<&mut Xdp, DataplaneError> {
-    let program = ebpf
-        .program_mut(kind.name())
-        .ok_or(DataplaneError::Program {
-            program: kind.name(),
-            op: "find",
-            source: aya::programs::ProgramError::NotLoaded,
-        })?;
-    program
-        .try_into()
-        .map_err(|source| DataplaneError::Program {
-            program: kind.name(),
-            op: "find",
-            source,
-        })
+    ebpf.program_mut(kind.name())
+        .ok_or(ProgramError::NotLoaded)
+        .and_then(TryInto::try_into)
+        .map_err(not_found(kind))
 }
 
 fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use etherparse::PacketBuilder;
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep};
 use lb_dataplane::{
     BackendConfig, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, RunResult, VipConfig,
 };
@@ -64,16 +64,22 @@ pub enum Tcp {
     Ack,
 }
 
-/// An Ethernet frame carrying TCP from `src:sport` to `dst:dport`.
-pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: Tcp, payload: &[u8]) -> Vec<u8> {
+/// Ethernet from the client to the LB, then IPv4 or IPv6 by the addresses.
+pub fn ip_layer(src: &str, dst: &str) -> PacketBuilderStep<IpHeaders> {
     let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
-    let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-    let ip = match (src, dst) {
+    match (
+        src.parse::<IpAddr>().unwrap(),
+        dst.parse::<IpAddr>().unwrap(),
+    ) {
         (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
         (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
         _ => panic!("mixed families"),
-    };
-    let t = ip.tcp(sport, dport, 1000, 64_000);
+    }
+}
+
+/// An Ethernet frame carrying TCP from `src:sport` to `dst:dport`.
+pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: Tcp, payload: &[u8]) -> Vec<u8> {
+    let t = ip_layer(src, dst).tcp(sport, dport, 1000, 64_000);
     let t = match flags {
         Tcp::Syn => t.syn(),
         Tcp::Ack => t.ack(1),
@@ -85,15 +91,11 @@ pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: Tcp, payload: &[
 
 /// An Ethernet frame carrying UDP.
 pub fn udp(src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
-    let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-    let ip = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
-        _ => panic!("mixed families"),
-    };
     let mut out = Vec::new();
-    ip.udp(sport, dport).write(&mut out, payload).unwrap();
+    ip_layer(src, dst)
+        .udp(sport, dport)
+        .write(&mut out, payload)
+        .unwrap();
     out
 }
 
