@@ -30,6 +30,7 @@
 //! ```
 
 pub mod config;
+mod decap;
 mod error;
 mod ids;
 mod options;
@@ -58,6 +59,7 @@ use lb_abi::{
 use crate::programmer::Maps;
 pub use crate::{
     config::{BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
+    decap::{Decap, DecapStats},
     error::DataplaneError,
     options::LoadOptions,
     programmer::Programmer,
@@ -65,8 +67,8 @@ pub use crate::{
     stats::Stats,
 };
 
-/// The compiled XDP programs, built by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+/// The compiled balancer object, built by `build.rs`.
+static BALANCER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
 
 /// The XDP programs in the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,10 +113,10 @@ impl Dataplane {
             .map_max_entries(BACKEND_STATS, options.max_backends)
             .map_max_entries(FLOWS, options.flow_table_entries)
             .map_max_entries(RINGS, options.ring_slots())
-            .load(EBPF_OBJECT)
+            .load(BALANCER_OBJECT)
             .map_err(DataplaneError::Load)?;
         for kind in [ProgramKind::Balancer, ProgramKind::Pass] {
-            let program = xdp_mut(&mut ebpf, kind)?;
+            let program = xdp_mut(&mut ebpf, kind.name())?;
             program.load().map_err(|source| DataplaneError::Program {
                 program: kind.name(),
                 op: "load",
@@ -145,7 +147,7 @@ impl Dataplane {
     /// Runs `kind` on frames with `BPF_PROG_TEST_RUN`.
     pub fn runner(&self, kind: ProgramKind) -> Result<Runner<'_>, DataplaneError> {
         Ok(Runner {
-            program: xdp(&self.ebpf, kind)?,
+            program: xdp(&self.ebpf, kind.name())?,
             name: kind.name(),
         })
     }
@@ -156,7 +158,7 @@ impl Dataplane {
         &mut self,
         kind: ProgramKind,
     ) -> Result<(Runner<'_>, &mut Programmer), DataplaneError> {
-        let program = xdp(&self.ebpf, kind)?;
+        let program = xdp(&self.ebpf, kind.name())?;
         Ok((
             Runner {
                 program,
@@ -174,52 +176,70 @@ impl Dataplane {
         interface: &str,
         mode: XdpMode,
     ) -> Result<(), DataplaneError> {
-        let name = CString::new(interface).map_err(|e| DataplaneError::Interface {
-            name: interface.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        })?;
-        // SAFETY: `name` is a valid NUL-terminated string.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if index == 0 {
-            return Err(DataplaneError::Interface {
-                name: interface.to_owned(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        xdp_mut(&mut self.ebpf, kind)?
-            .attach(index, mode)
-            .map_err(|source| DataplaneError::Program {
-                program: kind.name(),
-                op: "attach",
-                source,
-            })?;
-        Ok(())
+        attach_xdp(
+            xdp_mut(&mut self.ebpf, kind.name())?,
+            kind.name(),
+            interface,
+            mode,
+        )
     }
 }
 
-fn not_found(kind: ProgramKind) -> impl Fn(ProgramError) -> DataplaneError {
+/// Attaches `program` to `interface`, resolved in the calling thread's
+/// network namespace.
+pub(crate) fn attach_xdp(
+    program: &mut Xdp,
+    name: &'static str,
+    interface: &str,
+    mode: XdpMode,
+) -> Result<(), DataplaneError> {
+    let interface_error = |source| DataplaneError::Interface {
+        name: interface.to_owned(),
+        source,
+    };
+    let c_name = CString::new(interface)
+        .map_err(|e| interface_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    // SAFETY: `c_name` is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(interface_error(std::io::Error::last_os_error()));
+    }
+    program
+        .attach(index, mode)
+        .map_err(|source| DataplaneError::Program {
+            program: name,
+            op: "attach",
+            source,
+        })?;
+    Ok(())
+}
+
+fn not_found(name: &'static str) -> impl Fn(ProgramError) -> DataplaneError {
     move |source| DataplaneError::Program {
-        program: kind.name(),
+        program: name,
         op: "find",
         source,
     }
 }
 
-fn xdp(ebpf: &Ebpf, kind: ProgramKind) -> Result<&Xdp, DataplaneError> {
-    ebpf.program(kind.name())
+pub(crate) fn xdp<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Xdp, DataplaneError> {
+    ebpf.program(name)
         .ok_or(ProgramError::NotLoaded)
         .and_then(TryInto::try_into)
-        .map_err(not_found(kind))
+        .map_err(not_found(name))
 }
 
-fn xdp_mut(ebpf: &mut Ebpf, kind: ProgramKind) -> Result<&mut Xdp, DataplaneError> {
-    ebpf.program_mut(kind.name())
+pub(crate) fn xdp_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
         .ok_or(ProgramError::NotLoaded)
         .and_then(TryInto::try_into)
-        .map_err(not_found(kind))
+        .map_err(not_found(name))
 }
 
-fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+pub(crate) fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {

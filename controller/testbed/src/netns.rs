@@ -65,27 +65,57 @@ impl Netns {
         ip(&all)
     }
 
+    /// Sets a sysctl inside the namespace (`key` as in `sysctl -w`).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), TestbedError> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.run(|| std::fs::write(&path, value))?
+            .map_err(|source| TestbedError::Sys {
+                call: "write sysctl",
+                source,
+            })
+    }
+
     /// Runs `f` on a thread that has entered the namespace. Sockets it opens
     /// and interface names it resolves belong to the namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, TestbedError> {
-        let path = format!("/var/run/netns/{}", self.name);
-        let file = File::open(&path).map_err(|source| TestbedError::Sys {
-            call: "open netns",
-            source,
-        })?;
+        let file = self.open()?;
         std::thread::scope(|s| {
             s.spawn(|| {
-                // SAFETY: setns on a namespace fd; it affects only this
-                // thread, which ends with the scope.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(sys("setns"));
-                }
+                enter(&file)?;
                 Ok(f())
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
+
+    /// Like [`Self::run`], on a thread of its own that the caller joins.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T, TestbedError>>, TestbedError> {
+        let file = self.open()?;
+        Ok(std::thread::spawn(move || {
+            enter(&file)?;
+            Ok(f())
+        }))
+    }
+
+    fn open(&self) -> Result<File, TestbedError> {
+        File::open(format!("/var/run/netns/{}", self.name)).map_err(|source| TestbedError::Sys {
+            call: "open netns",
+            source,
+        })
+    }
+}
+
+/// Moves the calling thread into the namespace of `file`.
+fn enter(file: &File) -> Result<(), TestbedError> {
+    // SAFETY: setns on a namespace fd; it affects only the calling thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(sys("setns"));
+    }
+    Ok(())
 }
 
 impl Drop for Netns {

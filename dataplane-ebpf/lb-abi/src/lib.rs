@@ -16,13 +16,15 @@
 //! every supported host are.
 //!
 //! # Who writes what
-//! Userspace writes [`vip`], [`backend`], [`ring`] and [`control`] maps; the
-//! XDP program only reads them. The program writes [`flow`] and [`stats`];
-//! userspace reads them (and may clear flows).
+//! Userspace writes [`vip`], [`backend`], [`ring`], [`control`] and
+//! [`filter`] maps; the balancer only reads them. The balancer writes
+//! [`flow`], [`flood`] and [`stats`]; userspace reads them (and may clear
+//! flows). [`decap`] is the backends' program, with maps of its own.
 #![cfg_attr(not(test), no_std)]
 
 pub mod backend;
 pub mod control;
+pub mod decap;
 pub mod filter;
 pub mod flood;
 pub mod flow;
@@ -92,6 +94,7 @@ mod pod {
     unsafe impl aya::Pod for crate::control::Control {}
     unsafe impl aya::Pod for crate::stats::TrafficCounters {}
     unsafe impl aya::Pod for crate::flood::FloodWindow {}
+    unsafe impl aya::Pod for crate::decap::TunnelAddr {}
 }
 
 #[cfg(test)]

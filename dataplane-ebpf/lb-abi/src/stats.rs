@@ -26,42 +26,35 @@ pub struct TrafficCounters {
     pub bytes: u64,
 }
 
-macro_rules! global_counters {
-    ($($(#[doc = $doc:literal])* $name:ident = $label:literal,)*) => {
-        /// Node-wide counters: every verdict the balancer reaches is counted
-        /// under exactly one of these.
+/// Declares a counter enum: dense `u32` indices, `ALL`, labels.
+macro_rules! counters {
+    ($(#[doc = $enum_doc:literal])* $enum:ident { $($(#[doc = $doc:literal])* $name:ident = $label:literal,)* }) => {
+        $(#[doc = $enum_doc])*
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum GlobalCounter {
+        pub enum $enum {
             $($(#[doc = $doc])* $name,)*
         }
 
-        impl GlobalCounter {
+        impl $enum {
             /// All counters, in index order.
-            pub const ALL: &'static [GlobalCounter] = &[$(GlobalCounter::$name,)*];
+            pub const ALL: &'static [$enum] = &[$($enum::$name,)*];
 
             /// The counter's metric label.
             pub const fn label(self) -> &'static str {
                 match self {
-                    $(GlobalCounter::$name => $label,)*
+                    $($enum::$name => $label,)*
                 }
-            }
-
-            /// Whether this counter records a dropped packet.
-            pub const fn is_drop(self) -> bool {
-                let label = self.label().as_bytes();
-                label.len() > 5
-                    && label[0] == b'd'
-                    && label[1] == b'r'
-                    && label[2] == b'o'
-                    && label[3] == b'p'
-                    && label[4] == b'_'
             }
         }
     };
 }
+pub(crate) use counters;
 
-global_counters! {
+counters! {
+    /// Node-wide counters: every verdict the balancer reaches is counted
+    /// under exactly one of these.
+    GlobalCounter {
     /// Sent to a backend through the flow table.
     TxFlowHit = "tx_flow_hit",
     /// Sent to a backend through the VIP's ring (miss, SYN, or no flow table).
@@ -99,6 +92,20 @@ global_counters! {
     /// new flows per second than the flood threshold (they are still
     /// balanced by the ring).
     FlowNotRecordedFlood = "flow_not_recorded_flood",
+    }
+}
+
+impl GlobalCounter {
+    /// Whether this counter records a dropped packet.
+    pub const fn is_drop(self) -> bool {
+        let label = self.label().as_bytes();
+        label.len() > 5
+            && label[0] == b'd'
+            && label[1] == b'r'
+            && label[2] == b'o'
+            && label[3] == b'p'
+            && label[4] == b'_'
+    }
 }
 
 /// Number of [`GlobalCounter`]s; the size of [`GLOBAL_STATS`].

@@ -21,25 +21,15 @@ use lb_abi::{
     stats::GlobalCounter,
 };
 
+use lb_ebpf::packet::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, store};
+
 use crate::{
     maps::{CONTROL, bench_restore},
     parse::{ETH_LEN, Headers, IPV4_LEN, IPV6_LEN, bytes_at, load},
     verdict::Verdict,
 };
 
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
-const ETH_P_IP: u16 = 0x0800u16.to_be();
-const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
 const IP_DF: u16 = 0x4000u16.to_be();
-
-/// Stores a `T` into packet memory in one instruction; alignment as for
-/// [`load`].
-#[inline(always)]
-fn store<T>(ptr: *mut u8, offset: usize, value: T) {
-    // SAFETY: callers bounds-checked the whole header before storing.
-    unsafe { ptr.add(offset).cast::<T>().write(value) }
-}
 
 /// Makes room for and writes the outer headers towards `backend`.
 #[inline(always)]

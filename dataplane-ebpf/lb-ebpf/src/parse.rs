@@ -12,17 +12,13 @@ use lb_abi::{
     FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::GlobalCounter, vip::VipKey,
 };
 
+pub use lb_ebpf::packet::{ETH_LEN, IPV4_LEN, IPV6_LEN, bytes_at, load};
+use lb_ebpf::packet::{ETH_P_IP, ETH_P_IPV6};
+
 use crate::verdict::Verdict;
 
-pub const ETH_LEN: usize = 14;
-pub const IPV4_LEN: usize = 20;
-pub const IPV6_LEN: usize = 40;
 pub const TCP_LEN: usize = 20;
 pub const UDP_LEN: usize = 8;
-
-// EtherTypes as a native load of their wire bytes reads them.
-const ETH_P_IP: u16 = 0x0800u16.to_be();
-const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
 
 const TCP_SYN: u8 = 0x02;
 
@@ -47,33 +43,6 @@ pub struct Headers {
     pub has_options: bool,
     /// First fragment of a fragmented IPv4 packet.
     pub is_fragment: bool,
-}
-
-/// A pointer to `len` bytes at `offset`, if the packet holds them.
-#[inline(always)]
-pub fn bytes_at(ctx: &XdpContext, offset: usize, len: usize) -> Option<*mut u8> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + len > end {
-        return None;
-    }
-    Some((start + offset) as *mut u8)
-}
-
-/// Loads a `T` from packet memory in one instruction.
-///
-/// Headers behind the 14-byte Ethernet header are only 2-byte aligned.
-/// `read_unaligned` would make LLVM split every word into byte loads (the
-/// BPF backend assumes no misaligned access), and enabling misaligned access
-/// for the whole program makes it misalign stack slots too, which the
-/// verifier rejects. So, as C XDP programs do, we load packet words as if
-/// aligned: the kernel's BPF targets (x86-64, arm64) handle misaligned
-/// packet loads, and the verifier allows them without strict alignment.
-#[inline(always)]
-pub fn load<T: Copy>(ptr: *const u8, offset: usize) -> T {
-    // SAFETY: callers bounds-checked `ptr + offset + size_of::<T>()`; see
-    // above for alignment.
-    unsafe { ptr.add(offset).cast::<T>().read() }
 }
 
 /// Parses Ethernet and IPv4/IPv6, and checks the TCP/UDP header is there.

@@ -1,0 +1,147 @@
+//! `decap`: the XDP program for backends.
+//!
+//! Strips the balancer's outer header (IPIP, IP6IP6 or 4in6) from packets
+//! addressed to one of this host's tunnel addresses and hands the inner
+//! packet to the kernel stack, which sees it as if the client had sent it
+//! here directly; the backend then answers the client itself (DSR). All
+//! other packets pass untouched. Every packet is counted once; see
+//! `lb_abi::decap`.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, xdp_action},
+    btf_maps::{HashMap, PerCpuArray},
+    helpers::generated::bpf_xdp_adjust_head,
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use lb_abi::{
+    FAMILY_V4, FAMILY_V6,
+    decap::{DECAP_COUNTERS, DecapCounter, TunnelAddr},
+};
+use lb_ebpf::packet::{
+    ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, bytes_at, load,
+    store,
+};
+
+#[btf_map]
+static DECAP_ADDRS: HashMap<TunnelAddr, u32, 64, { BPF_F_NO_PREALLOC as usize }> = HashMap::new();
+
+#[btf_map]
+static DECAP_STATS: PerCpuArray<u64, { DECAP_COUNTERS as usize }> = PerCpuArray::new();
+
+#[xdp]
+pub fn decap(ctx: XdpContext) -> u32 {
+    let counter = match strip(&ctx) {
+        Ok(c) | Err(c) => c,
+    };
+    if let Some(slot) = DECAP_STATS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot, only this CPU writes it.
+        unsafe { *slot += 1 };
+    }
+    xdp_action::XDP_PASS
+}
+
+/// The outer header of a tunnel packet to this host.
+struct Outer {
+    len: usize,
+    inner_v6: bool,
+    counter: DecapCounter,
+}
+
+#[inline(always)]
+fn strip(ctx: &XdpContext) -> Result<DecapCounter, DecapCounter> {
+    let eth = bytes_at(ctx, 0, ETH_LEN).ok_or(DecapCounter::PassNotTunnel)?;
+    let ethertype: u16 = load(eth, 12);
+    let outer = if ethertype == ETH_P_IP {
+        outer_v4(ctx)?
+    } else if ethertype == ETH_P_IPV6 {
+        outer_v6(ctx)?
+    } else {
+        return Err(DecapCounter::PassNotTunnel);
+    };
+    // The inner header must be there and of the family the outer names.
+    let (inner_len, version) = if outer.inner_v6 {
+        (IPV6_LEN, 6)
+    } else {
+        (IPV4_LEN, 4)
+    };
+    let inner = bytes_at(ctx, ETH_LEN + outer.len, inner_len).ok_or(DecapCounter::PassMalformed)?;
+    if load::<u8>(inner, 0) >> 4 != version {
+        return Err(DecapCounter::PassMalformed);
+    }
+    let macs: (u64, u32) = (load(eth, 0), load(eth, 8));
+    // SAFETY: the helper only moves ctx->data; every pointer is re-derived
+    // from ctx afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer.len as i32) } != 0 {
+        return Err(DecapCounter::PassMalformed);
+    }
+    let eth = bytes_at(ctx, 0, ETH_LEN).ok_or(DecapCounter::PassMalformed)?;
+    store(eth, 0, macs.0);
+    store(eth, 8, macs.1);
+    store(eth, 12, if outer.inner_v6 { ETH_P_IPV6 } else { ETH_P_IP });
+    Ok(outer.counter)
+}
+
+#[inline(always)]
+fn outer_v4(ctx: &XdpContext) -> Result<Outer, DecapCounter> {
+    let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN).ok_or(DecapCounter::PassNotTunnel)?;
+    let proto: u8 = load(ip, 9);
+    if proto != IPPROTO_IPIP {
+        return Err(DecapCounter::PassNotTunnel);
+    }
+    let dst = TunnelAddr {
+        addr: [load(ip, 16), 0, 0, 0],
+        family: FAMILY_V4,
+        _pad: [0; 3],
+    };
+    // SAFETY: no preallocation; the value is only tested for presence.
+    if unsafe { DECAP_ADDRS.get(&dst) }.is_none() {
+        return Err(DecapCounter::PassNotLocal);
+    }
+    if u16::from_be(load(ip, 6)) & 0x3fff != 0 {
+        return Err(DecapCounter::PassFragment);
+    }
+    if load::<u8>(ip, 0) != 0x45 {
+        return Err(DecapCounter::PassMalformed);
+    }
+    Ok(Outer {
+        len: IPV4_LEN,
+        inner_v6: false,
+        counter: DecapCounter::DecapIpip,
+    })
+}
+
+#[inline(always)]
+fn outer_v6(ctx: &XdpContext) -> Result<Outer, DecapCounter> {
+    let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN).ok_or(DecapCounter::PassNotTunnel)?;
+    let next: u8 = load(ip, 6);
+    let (inner_v6, counter) = if next == IPPROTO_IPV6 {
+        (true, DecapCounter::DecapIp6ip6)
+    } else if next == IPPROTO_IPIP {
+        (false, DecapCounter::Decap4in6)
+    } else {
+        return Err(DecapCounter::PassNotTunnel);
+    };
+    let dst = TunnelAddr {
+        addr: [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)],
+        family: FAMILY_V6,
+        _pad: [0; 3],
+    };
+    // SAFETY: no preallocation; the value is only tested for presence.
+    if unsafe { DECAP_ADDRS.get(&dst) }.is_none() {
+        return Err(DecapCounter::PassNotLocal);
+    }
+    Ok(Outer {
+        len: IPV6_LEN,
+        inner_v6,
+        counter,
+    })
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
