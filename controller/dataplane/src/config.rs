@@ -57,6 +57,8 @@ pub struct BackendConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipConfig {
     pub address: IpAddr,
+    /// Destination port; 0 = every port of the address for this protocol
+    /// (a VIP for a specific port takes precedence).
     pub port: u16,
     pub protocol: Protocol,
     /// `lb_abi::vip::flags` bits.
@@ -77,9 +79,6 @@ impl VipConfig {
                 "address",
                 format!("{} is not a unicast address", self.address),
             ));
-        }
-        if self.port == 0 {
-            return Err(ConfigError::new("port", "port 0 is not a valid VIP port"));
         }
         let unknown = self.flags & !lb_abi::vip::flags::ALL;
         if unknown != 0 {
@@ -243,9 +242,6 @@ mod tests {
         let mut c = vip("10.0.0.1", &[]);
         c.flags = 1 << 7;
         assert_eq!(field(c), "flags");
-        let mut c = vip("10.0.0.1", &[]);
-        c.port = 0;
-        assert_eq!(field(c), "port");
         assert!(
             vip("10.0.0.1", &["10.0.0.2", "2001:db8::2"])
                 .validate()

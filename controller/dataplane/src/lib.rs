@@ -50,7 +50,7 @@ use lb_abi::{
     control::CONTROL,
     filter::VIP_FILTER,
     flood::FLOOD_THRESHOLD,
-    flow::FLOWS,
+    flow::{FLOWS, UDP_FLOW_TIMEOUT_NS},
     ring::{RING_SIZE, RINGS},
     stats::{BACKEND_STATS, GLOBAL_STATS, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS},
@@ -102,10 +102,12 @@ impl Dataplane {
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
         options.validate()?;
         let bench_restore = u8::from(options.bench_restore);
+        let udp_timeout_ns = options.udp_flow_timeout.as_nanos() as u64;
         let mut ebpf = EbpfLoader::new()
             .override_global(RING_SIZE, &options.ring_size, true)
             .override_global("BENCH_RESTORE", &bench_restore, true)
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
+            .override_global(UDP_FLOW_TIMEOUT_NS, &udp_timeout_ns, true)
             .map_max_entries(VIPS, options.max_vips)
             .map_max_entries(VIP_STATS, options.max_vips)
             .map_max_entries(VIP_GENERATIONS, options.max_vips)

@@ -16,6 +16,8 @@ pub struct LoadOptions {
     pub max_backends: u32,
     /// Flow-table entries (LRU). Default 8,000,000.
     pub flow_table_entries: u32,
+    /// Idle time after which a UDP flow is placed anew. Default 30 s.
+    pub udp_flow_timeout: std::time::Duration,
     /// SYN-flood guard: new flows per second per CPU past which new flows
     /// are balanced but not recorded in the flow table; 0 = no limit.
     /// Default 125,000 (Katran's).
@@ -33,6 +35,7 @@ impl Default for LoadOptions {
             max_vips: limits::DEFAULT_MAX_VIPS,
             max_backends: limits::DEFAULT_MAX_BACKENDS,
             flow_table_entries: limits::DEFAULT_FLOW_TABLE_ENTRIES,
+            udp_flow_timeout: std::time::Duration::from_nanos(limits::DEFAULT_UDP_FLOW_TIMEOUT_NS),
             new_flows_per_cpu_per_sec: limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC,
             bench_restore: false,
         }
@@ -52,6 +55,14 @@ impl LoadOptions {
             if value == 0 {
                 return Err(ConfigError::new(field, "must be at least 1"));
             }
+        }
+        if self.udp_flow_timeout.is_zero()
+            || self.udp_flow_timeout.as_nanos() > u128::from(u64::MAX)
+        {
+            return Err(ConfigError::new(
+                "udp_flow_timeout",
+                "must be above zero and below 584 years",
+            ));
         }
         if self.max_vips > 1 << 20 {
             return Err(ConfigError::new("max_vips", "must be at most 1048576"));

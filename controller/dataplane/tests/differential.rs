@@ -23,7 +23,9 @@ const RING_SIZE: u32 = 251;
 
 const VIP_V4: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
 const VIP_V6: [&str; 2] = ["2001:db8::1", "2001:db8::2"];
-const PORTS: [u16; 3] = [80, 443, 53];
+/// VIP ports; 0 is the all-ports VIP. Frames go to the first three and to
+/// 8080.
+const PORTS: [u16; 4] = [80, 443, 53, 0];
 
 #[derive(Clone, Debug)]
 struct VipSpec {
@@ -39,7 +41,7 @@ fn vip_spec() -> impl Strategy<Value = VipSpec> {
     (
         any::<bool>(),
         0..2usize,
-        0..3usize,
+        0..4usize,
         any::<bool>(),
         0..=flags::ALL,
         prop::collection::vec((any::<bool>(), 1..40u8, 0..4u32), 0..6),
@@ -162,7 +164,7 @@ fn frame_spec() -> impl Strategy<Value = FrameSpec> {
 
 fn build_frame(spec: &FrameSpec) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
-    let dport = PORTS.get(spec.port).copied().unwrap_or(8080);
+    let dport = PORTS[..3].get(spec.port).copied().unwrap_or(8080);
     let ip = if spec.v6 {
         let src: std::net::Ipv6Addr = format!("2001:db8:c::{}", spec.src).parse().unwrap();
         let dst: std::net::Ipv6Addr = match spec.dst {

@@ -385,3 +385,115 @@ fn past_the_flood_threshold_new_flows_are_balanced_but_not_recorded() {
     assert!((10..=20).contains(&skipped), "{skipped}");
     assert_eq!(stats.global(GlobalCounter::TxRing), 30);
 }
+
+#[test]
+fn idle_udp_flows_expire_and_are_placed_anew() {
+    let mut dp = Dataplane::load(&lb_dataplane::LoadOptions {
+        udp_flow_timeout: std::time::Duration::from_secs(1),
+        ..small_options(251)
+    })
+    .unwrap();
+    dp.programmer().set_node(&node()).unwrap();
+    let backends = ["10.1.0.1", "10.1.0.2"];
+    dp.programmer()
+        .upsert_vip(&vip(
+            VIP4,
+            53,
+            Protocol::Udp,
+            &[(backends[0], 1), (backends[1], 1)],
+        ))
+        .unwrap();
+    let query = udp("192.0.2.1", 5353, VIP4, 53, b"q");
+    let send = |dp: &Dataplane| {
+        let out = dp
+            .runner(lb_dataplane::ProgramKind::Balancer)
+            .unwrap()
+            .run(&query)
+            .unwrap();
+        assert_eq!(out.action, Action::Tx.code());
+        outer_dst(&out.frame)
+    };
+    let first = send(&dp);
+    // Only the other backend takes new flows from now on.
+    let weights: Vec<(&str, u32)> = backends
+        .iter()
+        .map(|b| {
+            (
+                *b,
+                u32::from(b.parse::<std::net::IpAddr>().unwrap() != first),
+            )
+        })
+        .collect();
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 53, Protocol::Udp, &weights))
+        .unwrap();
+    // Packets within the timeout keep the flow where it is, and keep it alive.
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(send(&dp), first);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    assert_ne!(send(&dp), first, "an idle UDP flow is placed anew");
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(stats.global(GlobalCounter::TxFlowHit), 3);
+    assert_eq!(stats.global(GlobalCounter::FlowMiss), 2);
+}
+
+#[test]
+fn all_ports_vip_catches_what_no_port_vip_claims() {
+    let (mut dp, mut model) = setup();
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 0, Protocol::Tcp, &[("10.1.0.9", 1)]))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    // Port 80 has a VIP of its own; every other TCP port goes to 10.1.0.9.
+    let (k, _) = check(
+        &dp,
+        &mut model,
+        &tcp("192.0.2.1", 1, VIP4, 80, Tcp::Syn, b""),
+    );
+    assert_ne!(outer_dst(&k.frame).to_string(), "10.1.0.9");
+    for port in [1, 22, 8080, 65535] {
+        let (k, m) = check(
+            &dp,
+            &mut model,
+            &tcp("192.0.2.1", 1, VIP4, port, Tcp::Syn, b""),
+        );
+        assert_eq!(m.action, Action::Tx);
+        assert_eq!(outer_dst(&k.frame).to_string(), "10.1.0.9");
+    }
+    // UDP has its own VIPs: port 53 only.
+    let (_, m) = check(&dp, &mut model, &udp("192.0.2.1", 1, VIP4, 54, b""));
+    assert_eq!(m.counter, GlobalCounter::PassNotVip);
+}
+
+#[test]
+fn a_removed_backend_gets_nothing_and_its_flows_are_placed_anew() {
+    let (mut dp, mut model) = setup();
+    let syn = tcp("192.0.2.1", 40000, VIP4, 80, Tcp::Syn, b"");
+    let ack = tcp("192.0.2.1", 40000, VIP4, 80, Tcp::Ack, b"more");
+    let (k, _) = check(&dp, &mut model, &syn);
+    let first = outer_dst(&k.frame).to_string();
+    let rest: Vec<(&str, u32)> = ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+        .into_iter()
+        .filter(|b| *b != first)
+        .map(|b| (b, 1))
+        .collect();
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &rest))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    let (k, m) = check(&dp, &mut model, &ack);
+    assert_eq!(
+        (m.counter, m.flow_lookup),
+        (GlobalCounter::TxRing, Some(false))
+    );
+    assert_ne!(outer_dst(&k.frame).to_string(), first);
+    assert!(
+        !dp.programmer()
+            .stats()
+            .unwrap()
+            .backends
+            .contains_key(&first.parse().unwrap())
+    );
+}

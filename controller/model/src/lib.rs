@@ -7,6 +7,11 @@
 //! not from the program's code, so the differential tests comparing the two
 //! catch a mistake in either. The control plane uses it to answer "which
 //! backend gets this flow" without touching the kernel.
+//!
+//! Two time-dependent behaviours are outside the model: UDP flow entries
+//! expiring after their idle timeout, and the SYN-flood guard. It answers as
+//! the program does when neither applies (idle times below the timeout, new
+//! flows below the flood threshold).
 
 mod frame;
 mod state;
@@ -24,7 +29,7 @@ use lb_abi::{
     hash::{flow_hash, outer_source_mix},
     ring::NO_RING,
     stats::GlobalCounter,
-    vip::{VipKey, flags},
+    vip::flags,
 };
 
 /// What XDP does with the frame.
@@ -103,7 +108,7 @@ impl Model {
     /// The backend the ring gives `key` (for a new flow) under the VIP's
     /// current state, ignoring the flow table.
     pub fn ring_choice(&self, key: &FlowKey) -> Option<(u32, Backend)> {
-        let vip = self.state.vips.get(&vip_key(key))?;
+        let vip = self.state.vip_for(key)?;
         ring_pick(&self.state, vip, key).ok()
     }
 
@@ -129,8 +134,7 @@ impl Model {
         }
         let vip = self
             .state
-            .vips
-            .get(&vip_key(&pkt.key))
+            .vip_for(&pkt.key)
             .ok_or((Action::Pass, GlobalCounter::PassNotVip))?
             .clone();
         check(frame, &pkt)?;
@@ -149,6 +153,7 @@ impl Model {
                     vip_index: vip.vip_index,
                     vip_generation: vip.generation,
                     _pad: 0,
+                    last_seen_ns: 0,
                 },
             );
         }
@@ -190,15 +195,6 @@ fn check(frame: &[u8], pkt: &Parsed) -> Result<(), (Action, GlobalCounter)> {
         return drop(GlobalCounter::DropBadLength);
     }
     Ok(())
-}
-
-fn vip_key(key: &FlowKey) -> VipKey {
-    VipKey {
-        addr: key.dst,
-        port: key.dst_port,
-        proto: key.proto,
-        family: key.family,
-    }
 }
 
 fn ring_pick(

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use lb_abi::{backend::Backend, control::Control, vip::VipKey};
+use lb_abi::{backend::Backend, control::Control, flow::FlowKey, vip::VipKey};
 
 /// One VIP as the maps describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,4 +28,20 @@ pub struct DataplaneState {
     pub vip_generations: HashMap<u32, u32>,
     /// Backend table by id; absent ids read as empty.
     pub backends: HashMap<u32, Backend>,
+}
+
+impl DataplaneState {
+    /// The VIP a packet with 5-tuple `key` belongs to: the exact (address,
+    /// port, protocol), else the address's all-ports VIP (port 0).
+    pub fn vip_for(&self, key: &FlowKey) -> Option<&VipEntry> {
+        let exact = VipKey {
+            addr: key.dst,
+            port: key.dst_port,
+            proto: key.proto,
+            family: key.family,
+        };
+        self.vips
+            .get(&exact)
+            .or_else(|| self.vips.get(&VipKey { port: 0, ..exact }))
+    }
 }

@@ -6,7 +6,9 @@
 //!
 //! The value carries a copy of the backend it chose and the VIP's
 //! generation, so a hit needs only two array loads (the VIP's and the
-//! backend's generations) to confirm both are still there.
+//! backend's generations) to confirm both are still there. TCP entries live
+//! until the LRU evicts them; UDP entries also expire after a configurable
+//! idle time (default 30 s, Katran's).
 
 use crate::backend::Backend;
 
@@ -47,7 +49,14 @@ pub struct FlowValue {
     pub vip_generation: u32,
     /// Reserved, zero.
     pub _pad: u32,
+    /// UDP only: `bpf_ktime_get_ns` of the flow's last packet. A UDP entry
+    /// idle for longer than the UDP flow timeout is not honoured (the flow
+    /// is placed anew). Zero for TCP, whose entries last until evicted.
+    pub last_seen_ns: u64,
 }
+
+/// Name of the global that holds the UDP flow timeout, ns.
+pub const UDP_FLOW_TIMEOUT_NS: &str = "UDP_FLOW_TIMEOUT_NS";
 
 #[cfg(test)]
 mod tests {
@@ -60,7 +69,8 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(offset_of!(FlowKey, src_port), 32);
         assert_eq!(offset_of!(FlowKey, proto), 36);
-        assert_eq!(size_of::<FlowValue>(), 40);
+        assert_eq!(size_of::<FlowValue>(), 48);
+        assert_eq!(offset_of!(FlowValue, last_seen_ns), 40);
         assert_eq!(offset_of!(FlowValue, backend_id), 24);
         assert_eq!(offset_of!(FlowValue, vip_generation), 32);
     }

@@ -10,6 +10,9 @@ pub const DEFAULT_MAX_BACKENDS: u32 = 4_096;
 pub const DEFAULT_FLOW_TABLE_ENTRIES: u32 = 8_000_000;
 /// Default TTL / hop limit of the outer header.
 pub const DEFAULT_OUTER_TTL: u8 = 64;
+/// Default idle time after which a UDP flow is placed anew, ns (Katran's
+/// 30 s).
+pub const DEFAULT_UDP_FLOW_TIMEOUT_NS: u64 = 30_000_000_000;
 /// Default flood threshold: new flows per second per CPU above which new
 /// flows are no longer recorded in the flow table (Katran's MAX_CONN_RATE).
 pub const DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC: u32 = 125_000;

@@ -68,6 +68,11 @@ static RING_SIZE: u32 = lb_abi::limits::DEFAULT_RING_SIZE;
 #[unsafe(no_mangle)]
 static FLOOD_THRESHOLD: u32 = lb_abi::limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC;
 
+/// Idle time after which a UDP flow entry is not honoured, ns. Set by the
+/// loader.
+#[unsafe(no_mangle)]
+static UDP_FLOW_TIMEOUT_NS: u64 = lb_abi::limits::DEFAULT_UDP_FLOW_TIMEOUT_NS;
+
 /// Non-zero only in the benchmark harness: after building the encapsulated
 /// frame, undo it, so `BPF_PROG_TEST_RUN` with `repeat` runs the full VIP
 /// path every time. The verifier prunes the branch when zero.
@@ -85,6 +90,12 @@ pub fn ring_size() -> u32 {
 pub fn flood_threshold() -> u32 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&FLOOD_THRESHOLD) }
+}
+
+#[inline(always)]
+pub fn udp_flow_timeout_ns() -> u64 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&UDP_FLOW_TIMEOUT_NS) }
 }
 
 #[inline(always)]

@@ -1,9 +1,9 @@
 //! Backend selection: the flow table first (before the VIP is even looked
 //! up), then the VIP's Maglev ring.
 
-use aya_ebpf::bindings::BPF_ANY;
+use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
 use lb_abi::{
-    FAMILY_V6,
+    FAMILY_V6, PROTO_UDP,
     backend::{Backend, EMPTY_GENERATION},
     flow::{FlowKey, FlowValue},
     hash::flow_hash,
@@ -14,7 +14,7 @@ use lb_abi::{
 
 use crate::{
     flood,
-    maps::{BACKENDS, FLOWS, RINGS, VIP_GENERATIONS, ring_size},
+    maps::{BACKENDS, FLOWS, RINGS, VIP_GENERATIONS, ring_size, udp_flow_timeout_ns},
     stats,
     verdict::Verdict,
 };
@@ -48,6 +48,12 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, V
             vip_index: vip.vip_index,
             vip_generation: vip.generation,
             _pad: 0,
+            // SAFETY: a helper without arguments.
+            last_seen_ns: if key.proto == PROTO_UDP {
+                unsafe { bpf_ktime_get_ns() }
+            } else {
+                0
+            },
         };
         // A full LRU evicts; a failed insert only costs affinity, never the
         // packet.
@@ -62,7 +68,7 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, V
 /// lookup: the generation check stands for it.
 #[inline(always)]
 pub fn flow_hit(key: &FlowKey) -> Option<(Selection, u32)> {
-    let entry = FLOWS.get_ptr(key)?;
+    let entry = FLOWS.get_ptr_mut(key)?;
     // SAFETY: the LRU may recycle this element after we return; we copy the
     // fields now, and a torn read could only pair a flow with another valid
     // backend, which the generation checks below then reject.
@@ -74,6 +80,17 @@ pub fn flow_hit(key: &FlowKey) -> Option<(Selection, u32)> {
             (*entry).vip_generation,
         )
     };
+    if key.proto == PROTO_UDP {
+        // SAFETY: a helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: as above; an aligned u64 store, so readers on other CPUs
+        // see the old time or the new one.
+        let last_seen = unsafe { &mut (*entry).last_seen_ns };
+        if now.wrapping_sub(*last_seen) > udp_flow_timeout_ns() {
+            return None;
+        }
+        *last_seen = now;
+    }
     if VIP_GENERATIONS.get(vip_index).copied() != Some(vip_generation) || vip_generation == 0 {
         return None;
     }

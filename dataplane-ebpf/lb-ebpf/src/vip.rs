@@ -25,13 +25,18 @@ pub fn prefilter(key: &VipKey) -> Result<(), Verdict> {
     Ok(())
 }
 
-/// The VIP the packet is addressed to, or pass.
+/// The VIP the packet is addressed to, or pass: the exact (address, port,
+/// protocol), else the address's all-ports VIP (port 0) for the protocol.
 #[inline(always)]
 pub fn lookup(key: &VipKey) -> Result<VipValue, Verdict> {
-    // SAFETY: VIPS has no preallocation, so the element we read stays intact
-    // for the whole program run even if userspace replaces it meanwhile; we
-    // copy it out at once.
-    let value = unsafe { VIPS.get(key) };
+    // SAFETY (both lookups): VIPS has no preallocation, so the element we
+    // read stays intact for the whole program run even if userspace
+    // replaces it meanwhile; we copy it out at once.
+    if let Some(value) = unsafe { VIPS.get(key) } {
+        return Ok(*value);
+    }
+    let all_ports = VipKey { port: 0, ..*key };
+    let value = unsafe { VIPS.get(&all_ports) };
     value
         .copied()
         .ok_or(Verdict::pass(GlobalCounter::PassNotVip))
