@@ -140,6 +140,10 @@ pub struct NodeConfig {
     pub interface_mac: [u8; 6],
     /// TTL / hop limit of the outer header.
     pub outer_ttl: u8,
+    /// Largest IP packet the balancer sends, outer header included. VIP
+    /// packets that would exceed it get ICMP fragmentation-needed /
+    /// packet-too-big (or are dropped: IPv4 without DF). At least 128.
+    pub mtu: u16,
     /// Outer IPv4 source prefix; the host bits vary per flow.
     pub outer_source_v4: Ipv4Addr,
     /// Length of that prefix, 0..=32 (32 = one fixed source).
@@ -151,12 +155,13 @@ pub struct NodeConfig {
 }
 
 impl Default for NodeConfig {
-    /// Katran's choices: 172.16.0.0/16 and 100::/96 sources, TTL 64.
+    /// Katran's choices: 172.16.0.0/16 and 100::/96 sources, TTL 64; MTU 1500.
     fn default() -> Self {
         Self {
             gateway_mac: [0; 6],
             interface_mac: [0; 6],
             outer_ttl: lb_abi::limits::DEFAULT_OUTER_TTL,
+            mtu: lb_abi::limits::DEFAULT_MTU,
             outer_source_v4: Ipv4Addr::new(172, 16, 0, 0),
             outer_source_v4_prefix: 16,
             outer_source_v6: Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),
@@ -170,6 +175,9 @@ impl NodeConfig {
     pub fn to_control(&self) -> Result<Control, ConfigError> {
         if self.outer_ttl == 0 {
             return Err(ConfigError::new("outer_ttl", "must be at least 1"));
+        }
+        if self.mtu < 128 {
+            return Err(ConfigError::new("mtu", "must be at least 128"));
         }
         if self.outer_source_v4_prefix > 32 {
             return Err(ConfigError::new("outer_source_v4_prefix", "must be 0..=32"));
@@ -194,7 +202,8 @@ impl NodeConfig {
             gateway_mac: self.gateway_mac,
             src_mac: self.interface_mac,
             outer_ttl: self.outer_ttl,
-            _pad: [0; 3],
+            _pad: 0,
+            mtu: self.mtu,
             outer_src_v4: u32::from_ne_bytes(self.outer_source_v4.octets()),
             outer_src_v4_host_mask: host_mask(32 - self.outer_source_v4_prefix),
             outer_src_v6: [w(0), w(4), w(8), w(12)],

@@ -497,3 +497,83 @@ fn a_removed_backend_gets_nothing_and_its_flows_are_placed_anew() {
             .contains_key(&first.parse().unwrap())
     );
 }
+
+#[test]
+fn at_the_mtu_is_sent_one_byte_over_is_answered_or_dropped() {
+    let (mut dp, mut model) = setup();
+    let mtu = 600u16;
+    dp.programmer()
+        .set_node(&lb_dataplane::NodeConfig { mtu, ..node() })
+        .unwrap();
+    resync(&mut dp, &mut model);
+    // IPv4 to an IPv4 backend: 20 bytes of outer header.
+    let fits = |payload: usize| {
+        let mut f = tcp("192.0.2.1", 4000, VIP4, 80, Tcp::Ack, &vec![7; payload]);
+        f[20] |= 0x40; // DF
+        f
+    };
+    let at = fits(usize::from(mtu) - 20 - 40);
+    let (_, m) = check(&dp, &mut model, &at);
+    assert_eq!(m.action, Action::Tx);
+    let over = fits(usize::from(mtu) - 20 - 40 + 1);
+    let (k, m) = check(&dp, &mut model, &over);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Tx, GlobalCounter::TxIcmpTooBig)
+    );
+    assert_eq!(k.frame.len(), 14 + 20 + 8 + 28);
+    assert_eq!(
+        (&k.frame[..6], &k.frame[6..12]),
+        (&over[6..12], &over[..6]),
+        "back where it came from"
+    );
+    assert_eq!(&k.frame[26..30], &over[30..34], "from the VIP");
+    assert_eq!(&k.frame[30..34], &over[26..30], "to the client");
+    assert_eq!(&k.frame[34..36], &[3, 4], "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([k.frame[40], k.frame[41]]), mtu - 20);
+    assert_eq!(lb_model::internet_checksum(&k.frame[34..]), 0);
+    assert_eq!(lb_model::internet_checksum(&k.frame[14..34]), 0);
+    assert_eq!(
+        &k.frame[42..70],
+        &over[14..42],
+        "quotes the header and 8 bytes"
+    );
+
+    let mut no_df = over.clone();
+    no_df[20] &= !0x40;
+    let (_, m) = check(&dp, &mut model, &no_df);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Drop, GlobalCounter::DropTooBig)
+    );
+
+    // IPv6 to an IPv6 backend: 40 bytes of outer header.
+    let v6 = |payload: usize| {
+        tcp(
+            "2001:db8:ff::1",
+            4000,
+            "2001:db8::100",
+            443,
+            Tcp::Ack,
+            &vec![7; payload],
+        )
+    };
+    let (_, m) = check(&dp, &mut model, &v6(usize::from(mtu) - 40 - 60));
+    assert_eq!(m.action, Action::Tx);
+    let over = v6(usize::from(mtu) - 40 - 60 + 1);
+    let (k, m) = check(&dp, &mut model, &over);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Tx, GlobalCounter::TxIcmpTooBig)
+    );
+    assert_eq!(&k.frame[54..56], &[2, 0], "packet too big");
+    assert_eq!(
+        u32::from_be_bytes([k.frame[58], k.frame[59], k.frame[60], k.frame[61]]),
+        u32::from(mtu) - 40
+    );
+    let mut pseudo = k.frame[22..54].to_vec();
+    pseudo.extend_from_slice(&56u32.to_be_bytes());
+    pseudo.extend_from_slice(&58u32.to_be_bytes());
+    pseudo.extend_from_slice(&k.frame[54..]);
+    assert_eq!(lb_model::internet_checksum(&pseudo), 0);
+}

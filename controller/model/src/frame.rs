@@ -13,6 +13,7 @@ pub struct Parsed {
     pub syn: bool,
     pub has_options: bool,
     pub is_fragment: bool,
+    pub dont_fragment: bool,
 }
 
 fn word(b: &[u8], at: usize) -> u32 {
@@ -66,6 +67,7 @@ fn parse_v4(ip: &[u8]) -> Result<Parsed, GlobalCounter> {
         syn,
         has_options: ihl != 5,
         is_fragment: frag & 0x2000 != 0,
+        dont_fragment: frag & 0x4000 != 0,
     })
 }
 
@@ -92,6 +94,7 @@ fn parse_v6(ip: &[u8]) -> Result<Parsed, GlobalCounter> {
         syn,
         has_options: false,
         is_fragment: false,
+        dont_fragment: false,
     })
 }
 

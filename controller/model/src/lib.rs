@@ -94,7 +94,8 @@ impl Model {
             Ok((counter, out, vip_index, backend_id)) => {
                 (Action::Tx, counter, out, Some((vip_index, backend_id)))
             }
-            Err((action, counter)) => (action, counter, frame.to_vec(), None),
+            Err(Stop::Reply(out)) => (Action::Tx, GlobalCounter::TxIcmpTooBig, out, None),
+            Err(Stop::Verdict(action, counter)) => (action, counter, frame.to_vec(), None),
         };
         Outcome {
             action,
@@ -117,8 +118,8 @@ impl Model {
         &mut self,
         frame: &[u8],
         lookup: &mut Option<bool>,
-    ) -> Result<(GlobalCounter, Vec<u8>, u32, u32), (Action, GlobalCounter)> {
-        let pkt = parse(frame).map_err(|c| (Action::Pass, c))?;
+    ) -> Result<(GlobalCounter, Vec<u8>, u32, u32), Stop> {
+        let pkt = parse(frame).map_err(|c| Stop::Verdict(Action::Pass, c))?;
         // A SYN never consults the flow table; other packets do before the
         // VIP is looked up, and a hit stands for the lookup.
         let hit = if pkt.syn {
@@ -129,13 +130,14 @@ impl Model {
         if let Some(f) = hit {
             check(frame, &pkt)?;
             *lookup = Some(true);
+            too_big(&self.state, frame, &pkt, &f.backend)?;
             let out = encapsulate(&self.state, frame, &pkt, &f.backend);
             return Ok((GlobalCounter::TxFlowHit, out, f.vip_index, f.backend_id));
         }
         let vip = self
             .state
             .vip_for(&pkt.key)
-            .ok_or((Action::Pass, GlobalCounter::PassNotVip))?
+            .ok_or(Stop::Verdict(Action::Pass, GlobalCounter::PassNotVip))?
             .clone();
         check(frame, &pkt)?;
         let use_flows = vip.flags & flags::NO_FLOW_TABLE == 0;
@@ -143,7 +145,7 @@ impl Model {
             *lookup = Some(false);
         }
         let (id, backend) =
-            ring_pick(&self.state, &vip, &pkt.key).map_err(|c| (Action::Drop, c))?;
+            ring_pick(&self.state, &vip, &pkt.key).map_err(|c| Stop::Verdict(Action::Drop, c))?;
         if use_flows {
             self.flows.insert(
                 pkt.key,
@@ -157,6 +159,7 @@ impl Model {
                 },
             );
         }
+        too_big(&self.state, frame, &pkt, &backend)?;
         let out = encapsulate(&self.state, frame, &pkt, &backend);
         Ok((GlobalCounter::TxRing, out, vip.vip_index, id))
     }
@@ -174,6 +177,83 @@ impl Model {
             .is_some_and(|b| b.generation == f.backend.generation);
         (vip_live && backend_live).then_some(*f)
     }
+}
+
+/// Why [`Model::forward`] stopped short of forwarding.
+enum Stop {
+    /// Passed or dropped, frame unchanged.
+    Verdict(Action, GlobalCounter),
+    /// Answered with this frame (ICMP too-big).
+    Reply(Vec<u8>),
+}
+
+impl From<(Action, GlobalCounter)> for Stop {
+    fn from((action, counter): (Action, GlobalCounter)) -> Self {
+        Stop::Verdict(action, counter)
+    }
+}
+
+/// What the program does with a packet that would exceed the MTU once
+/// encapsulated towards `backend`: an ICMP too-big reply (IPv4 with DF,
+/// IPv6) or a drop (IPv4 without DF). `Ok` when it fits.
+fn too_big(
+    state: &DataplaneState,
+    frame: &[u8],
+    pkt: &Parsed,
+    backend: &Backend,
+) -> Result<(), Stop> {
+    let outer_len = if backend.family == FAMILY_V6 { 40 } else { 20 };
+    let mtu = u32::from(state.control.mtu);
+    if pkt.ip_len + outer_len <= mtu {
+        return Ok(());
+    }
+    if pkt.key.family == lb_abi::FAMILY_V4 && !pkt.dont_fragment {
+        return Err(Stop::Verdict(Action::Drop, GlobalCounter::DropTooBig));
+    }
+    let client_mtu = mtu.saturating_sub(outer_len);
+    let mut out = Vec::with_capacity(110);
+    out.extend_from_slice(&frame[6..12]);
+    out.extend_from_slice(&frame[0..6]);
+    let ip = &frame[14..];
+    if pkt.key.family == lb_abi::FAMILY_V4 {
+        out.extend_from_slice(&[0x08, 0x00]);
+        let mut hdr = [0u8; 20];
+        hdr[0] = 0x45;
+        hdr[2..4].copy_from_slice(&56u16.to_be_bytes());
+        hdr[8] = 64;
+        hdr[9] = 1;
+        hdr[12..16].copy_from_slice(&ip[16..20]);
+        hdr[16..20].copy_from_slice(&ip[12..16]);
+        let csum = internet_checksum(&hdr);
+        hdr[10..12].copy_from_slice(&csum.to_be_bytes());
+        out.extend_from_slice(&hdr);
+        let mut icmp = vec![3, 4, 0, 0, 0, 0];
+        icmp.extend_from_slice(&(client_mtu as u16).to_be_bytes());
+        icmp.extend_from_slice(&ip[..28]);
+        let csum = internet_checksum(&icmp);
+        icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+        out.extend_from_slice(&icmp);
+    } else {
+        out.extend_from_slice(&[0x86, 0xdd]);
+        out.extend_from_slice(&[0x60, 0, 0, 0]);
+        out.extend_from_slice(&56u16.to_be_bytes());
+        out.extend_from_slice(&[58, 64]);
+        out.extend_from_slice(&ip[24..40]);
+        out.extend_from_slice(&ip[8..24]);
+        let mut icmp = vec![2, 0, 0, 0];
+        icmp.extend_from_slice(&client_mtu.to_be_bytes());
+        icmp.extend_from_slice(&ip[..48]);
+        let mut pseudo = Vec::with_capacity(96);
+        pseudo.extend_from_slice(&ip[24..40]);
+        pseudo.extend_from_slice(&ip[8..24]);
+        pseudo.extend_from_slice(&56u32.to_be_bytes());
+        pseudo.extend_from_slice(&58u32.to_be_bytes());
+        pseudo.extend_from_slice(&icmp);
+        let csum = internet_checksum(&pseudo);
+        icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+        out.extend_from_slice(&icmp);
+    }
+    Err(Stop::Reply(out))
 }
 
 /// The drops only VIP traffic is held to: IPv4 options, fragments, and IP

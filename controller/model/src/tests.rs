@@ -23,6 +23,7 @@ fn state(vip_flags: u32) -> DataplaneState {
             gateway_mac: [2, 0, 0, 0, 0, 1],
             src_mac: [2, 0, 0, 0, 0, 2],
             outer_ttl: 64,
+            mtu: 1500,
             outer_src_v4: u32::from_ne_bytes([172, 16, 0, 0]),
             outer_src_v4_host_mask: u32::from_ne_bytes([0, 0, 255, 255]),
             ..Control::default()

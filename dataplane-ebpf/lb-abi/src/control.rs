@@ -22,7 +22,11 @@ pub struct Control {
     /// TTL / hop limit of the outer header.
     pub outer_ttl: u8,
     /// Reserved, zero.
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// Largest IP packet the balancer sends (host order): a VIP packet that
+    /// would exceed it once encapsulated is answered with ICMP
+    /// fragmentation-needed / packet-too-big, or dropped (IPv4 without DF).
+    pub mtu: u16,
     /// Outer IPv4 source prefix, network order in memory.
     pub outer_src_v4: u32,
     /// Bits of `outer_src_v4` taken from the flow, network order in memory.
@@ -51,6 +55,7 @@ mod tests {
     fn layout_is_pinned() {
         assert_eq!(size_of::<Control>(), 48);
         assert_eq!(offset_of!(Control, outer_ttl), 12);
+        assert_eq!(offset_of!(Control, mtu), 14);
         assert_eq!(offset_of!(Control, outer_src_v4), 16);
         assert_eq!(offset_of!(Control, outer_src_v6), 24);
         assert_eq!(offset_of!(Control, outer_src_v6_host_mask), 40);

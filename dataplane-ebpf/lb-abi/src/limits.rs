@@ -8,6 +8,8 @@ pub const DEFAULT_MAX_VIPS: u32 = 512;
 pub const DEFAULT_MAX_BACKENDS: u32 = 4_096;
 /// Default flow-table entries.
 pub const DEFAULT_FLOW_TABLE_ENTRIES: u32 = 8_000_000;
+/// Default MTU: the largest IP packet the balancer sends.
+pub const DEFAULT_MTU: u16 = 1500;
 /// Default TTL / hop limit of the outer header.
 pub const DEFAULT_OUTER_TTL: u8 = 64;
 /// Default idle time after which a UDP flow is placed anew, ns (Katran's

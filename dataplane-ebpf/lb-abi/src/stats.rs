@@ -59,6 +59,9 @@ counters! {
     TxFlowHit = "tx_flow_hit",
     /// Sent to a backend through the VIP's ring (miss, SYN, or no flow table).
     TxRing = "tx_ring",
+    /// Answered: a VIP packet too big for the MTU once encapsulated got an
+    /// ICMP fragmentation-needed (IPv4 with DF) or ICMPv6 packet-too-big.
+    TxIcmpTooBig = "tx_icmp_too_big",
     /// Passed: not IPv4 or IPv6 (ARP, VLAN tags, ...).
     PassNotIp = "pass_not_ip",
     /// Passed: IP, but not to a VIP.
@@ -83,6 +86,9 @@ counters! {
     /// Dropped: the ring names a backend id the backend table lacks, or a
     /// backend whose family cannot carry the VIP's (config bug).
     DropBadBackend = "drop_bad_backend",
+    /// Dropped: an IPv4 VIP packet without DF too big for the MTU once
+    /// encapsulated (the balancer does not fragment).
+    DropTooBig = "drop_too_big",
     /// Dropped: no room to push the outer header.
     DropNoHeadroom = "drop_no_headroom",
     /// Flow-table lookups that found nothing (or a stale backend). Hits are

@@ -24,7 +24,7 @@ use lb_abi::{
 use lb_ebpf::packet::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, store};
 
 use crate::{
-    maps::{CONTROL, bench_restore},
+    maps::bench_restore,
     parse::{ETH_LEN, Headers, IPV4_LEN, IPV6_LEN, bytes_at, load},
     verdict::Verdict,
 };
@@ -38,9 +38,9 @@ pub fn encapsulate(
     h: &Headers,
     key: &FlowKey,
     backend: &Backend,
+    control: &Control,
 ) -> Result<(), Verdict> {
     let no_room = Verdict::drop(GlobalCounter::DropNoHeadroom);
-    let control = CONTROL.get(0).ok_or(no_room)?;
     let mix = outer_source_mix(key);
     let saved = if bench_restore() {
         let eth = bytes_at(ctx, 0, ETH_LEN).ok_or(no_room)?;

@@ -19,10 +19,13 @@ mod maps;
 mod parse;
 mod select;
 mod stats;
+mod toobig;
 mod verdict;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+use lb_abi::stats::GlobalCounter;
 
 use crate::verdict::Verdict;
 
@@ -57,7 +60,22 @@ fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
             (select::from_vip(&flow, syn, &vip)?, vip.vip_index)
         }
     };
-    encap::encapsulate(ctx, &headers, &flow, &chosen.backend)?;
+    let control = maps::CONTROL
+        .get(0)
+        .ok_or(Verdict::drop(GlobalCounter::DropNoHeadroom))?;
+    let outer_len = if chosen.backend.family == lb_abi::FAMILY_V6 {
+        40
+    } else {
+        20
+    };
+    if headers.ip_len + outer_len > u32::from(control.mtu) {
+        return Err(toobig::answer(
+            ctx,
+            &headers,
+            u32::from(control.mtu).saturating_sub(outer_len),
+        ));
+    }
+    encap::encapsulate(ctx, &headers, &flow, &chosen.backend, control)?;
     stats::traffic(vip_index, chosen.backend_id, headers.frame_len);
     Ok(Verdict::tx(chosen.via))
 }

@@ -43,6 +43,8 @@ pub struct Headers {
     pub has_options: bool,
     /// First fragment of a fragmented IPv4 packet.
     pub is_fragment: bool,
+    /// IPv4 don't-fragment bit.
+    pub dont_fragment: bool,
 }
 
 /// Parses Ethernet and IPv4/IPv6, and checks the TCP/UDP header is there.
@@ -92,6 +94,7 @@ fn parse_v4(ctx: &XdpContext, frame_len: u32) -> Result<Headers, Verdict> {
         tos: load(ip, 1),
         has_options: ihl != 5,
         is_fragment: frag & 0x2000 != 0,
+        dont_fragment: frag & 0x4000 != 0,
     })
 }
 
@@ -113,6 +116,7 @@ fn parse_v6(ctx: &XdpContext, frame_len: u32) -> Result<Headers, Verdict> {
         tos: (b0 << 4) | (b1 >> 4),
         has_options: false,
         is_fragment: false,
+        dont_fragment: false,
     })
 }
 
