@@ -8,7 +8,10 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
     programs::{Xdp, XdpMode},
 };
-use lb_abi::decap::{DECAP_ADDRS, DECAP_STATS, DecapCounter, TunnelAddr};
+use lb_abi::{
+    AddrKey,
+    decap::{DECAP_ADDRS, DECAP_STATS, DecapCounter},
+};
 
 use crate::{DataplaneError, attach_xdp, error::map_err, runner::Runner, typed, xdp, xdp_mut};
 
@@ -23,7 +26,7 @@ pub type DecapStats = BTreeMap<DecapCounter, u64>;
 /// The loaded decap program and its maps. Dropping it detaches the program.
 pub struct Decap {
     ebpf: Ebpf,
-    addresses: BpfHashMap<MapData, TunnelAddr, u32>,
+    addresses: BpfHashMap<MapData, AddrKey, u32>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -50,14 +53,14 @@ impl Decap {
     /// Decapsulates tunnel packets addressed to `address` from now on.
     pub fn add_address(&mut self, address: IpAddr) -> Result<(), DataplaneError> {
         self.addresses
-            .insert(&TunnelAddr::new(address), &1, 0)
+            .insert(&AddrKey::new(address), &1, 0)
             .map_err(map_err(DECAP_ADDRS, "insert"))
     }
 
     /// Stops decapsulating for `address`.
     pub fn remove_address(&mut self, address: IpAddr) -> Result<(), DataplaneError> {
         self.addresses
-            .remove(&TunnelAddr::new(address))
+            .remove(&AddrKey::new(address))
             .map_err(map_err(DECAP_ADDRS, "remove"))
     }
 

@@ -48,7 +48,7 @@ use aya::{
 use lb_abi::{
     backend::BACKENDS,
     control::CONTROL,
-    filter::VIP_FILTER,
+    filter::{VIP_ADDRS, VIP_FILTER},
     flood::FLOOD_THRESHOLD,
     flow::{FLOWS, UDP_FLOW_TIMEOUT_NS},
     ring::{RING_SIZE, RINGS},
@@ -111,6 +111,7 @@ impl Dataplane {
             .map_max_entries(VIPS, options.max_vips)
             .map_max_entries(VIP_STATS, options.max_vips)
             .map_max_entries(VIP_GENERATIONS, options.max_vips)
+            .map_max_entries(VIP_ADDRS, options.max_vips)
             .map_max_entries(BACKENDS, options.max_backends)
             .map_max_entries(BACKEND_STATS, options.max_backends)
             .map_max_entries(FLOWS, options.flow_table_entries)
@@ -133,6 +134,7 @@ impl Dataplane {
             rings: typed(&mut ebpf, RINGS)?,
             control: typed(&mut ebpf, CONTROL)?,
             filter: typed(&mut ebpf, VIP_FILTER)?,
+            vip_addrs: typed(&mut ebpf, VIP_ADDRS)?,
             vip_stats: typed(&mut ebpf, VIP_STATS)?,
             backend_stats: typed(&mut ebpf, BACKEND_STATS)?,
             global_stats: typed(&mut ebpf, GLOBAL_STATS)?,

@@ -21,9 +21,10 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use lb_abi::{
+    AddrKey,
     backend::{BACKENDS, Backend},
     control::CONTROL,
-    filter::{VIP_FILTER, filter_bit},
+    filter::{VIP_ADDRS, VIP_FILTER, filter_bit},
     flow::{FLOWS, FlowKey, FlowValue},
     ring::{INNER_MAP_FLAGS, NO_RING, RINGS},
     stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
@@ -52,6 +53,7 @@ pub(crate) struct Maps {
     pub(crate) rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
     pub(crate) control: Array<MapData, lb_abi::control::Control>,
     pub(crate) filter: Array<MapData, u64>,
+    pub(crate) vip_addrs: BpfHashMap<MapData, AddrKey, u32>,
     pub(crate) vip_stats: PerCpuArray<MapData, TrafficCounters>,
     pub(crate) backend_stats: PerCpuArray<MapData, TrafficCounters>,
     pub(crate) global_stats: PerCpuArray<MapData, u64>,
@@ -75,6 +77,8 @@ pub struct Programmer {
     vip_indices: IndexPool,
     /// VIPs per filter bit, and the filter words as written.
     filter_refs: HashMap<(u32, u64), u32>,
+    /// VIPs per address.
+    address_refs: HashMap<AddrKey, u32>,
     filter_words: HashMap<u32, u64>,
     /// Last VIP generation handed out.
     last_generation: u32,
@@ -97,6 +101,7 @@ impl Programmer {
             ring_slots: IndexPool::new(BARRIER_SLOT + 1, options.ring_slots()),
             vip_indices: IndexPool::new(0, options.max_vips),
             filter_refs: HashMap::new(),
+            address_refs: HashMap::new(),
             filter_words: HashMap::new(),
             last_generation: 0,
             state: DataplaneState {
@@ -306,7 +311,18 @@ impl Programmer {
         Ok(())
     }
 
+    /// Counts a VIP on its address: filter bit and exact address entry go
+    /// up with the address's first VIP.
     fn filter_add(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        let address = AddrKey::from_wire(key.family, key.addr);
+        let refs = self.address_refs.entry(address).or_default();
+        *refs += 1;
+        if *refs == 1 {
+            self.maps
+                .vip_addrs
+                .insert(&address, &1, 0)
+                .map_err(map_err(VIP_ADDRS, "insert"))?;
+        }
         let bit = filter_bit(&key.addr);
         let refs = self.filter_refs.entry(bit).or_default();
         *refs += 1;
@@ -316,7 +332,19 @@ impl Programmer {
         Ok(())
     }
 
+    /// The reverse of [`Self::filter_add`], after the VIP is gone.
     fn filter_remove(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        let address = AddrKey::from_wire(key.family, key.addr);
+        if let Some(refs) = self.address_refs.get_mut(&address) {
+            *refs -= 1;
+            if *refs == 0 {
+                self.address_refs.remove(&address);
+                self.maps
+                    .vip_addrs
+                    .remove(&address)
+                    .map_err(map_err(VIP_ADDRS, "remove"))?;
+            }
+        }
         let bit = filter_bit(&key.addr);
         let Some(refs) = self.filter_refs.get_mut(&bit) else {
             return Ok(());

@@ -114,7 +114,8 @@ struct FrameSpec {
     /// Index into the VIP addresses, or a non-VIP address.
     dst: Option<usize>,
     port: usize,
-    /// 0 TCP, 1 UDP, 2 ICMP.
+    /// 0 TCP, 1 UDP, 2 ICMP echo, 3 an ICMP error quoting the VIP's side
+    /// of this flow (as a router on the way back would send).
     proto: u8,
     syn: bool,
     /// IPv4 don't-fragment.
@@ -144,7 +145,7 @@ fn frame_spec() -> impl Strategy<Value = FrameSpec> {
         prop_oneof![Just(1000u16), Just(2000), any::<u16>()],
         prop_oneof![3 => (0..2usize).prop_map(Some), 1 => Just(None)],
         0..4usize,
-        prop_oneof![4 => Just(0u8), 3 => Just(1), 1 => Just(2)],
+        prop_oneof![4 => Just(0u8), 3 => Just(1), 1 => Just(2), 2 => Just(3)],
         (any::<bool>(), any::<bool>()),
         0..200u8,
         mutation(),
@@ -191,6 +192,10 @@ fn build_frame(spec: &FrameSpec) -> Vec<u8> {
             t.write(&mut out, &payload).unwrap();
         }
         1 => ip.udp(spec.sport, dport).write(&mut out, &payload).unwrap(),
+        3 => {
+            let (number, icmp) = icmp_error(spec, dport);
+            ip.write(&mut out, number, &icmp).unwrap();
+        }
         _ if spec.v6 => ip
             .icmpv6_echo_request(1, 2)
             .write(&mut out, &payload)
@@ -208,6 +213,49 @@ fn build_frame(spec: &FrameSpec) -> Vec<u8> {
         // checks nor rewrites it.
     }
     mutate(out, spec)
+}
+
+/// An ICMP destination-unreachable / packet-too-big quoting a packet from
+/// the frame's destination port back to the client: the VIP's reply
+/// direction of the flow `spec` describes. TCP when `syn`, else UDP.
+fn icmp_error(spec: &FrameSpec, vip_port: u16) -> (etherparse::IpNumber, Vec<u8>) {
+    let proto = if spec.syn { 6u8 } else { 17 };
+    let ports = [vip_port.to_be_bytes(), spec.sport.to_be_bytes()].concat();
+    let mut quoted = Vec::new();
+    if spec.v6 {
+        let vip: std::net::Ipv6Addr = match spec.dst {
+            Some(i) => VIP_V6[i].parse().unwrap(),
+            None => "2001:db8::99".parse().unwrap(),
+        };
+        let client: std::net::Ipv6Addr = format!("2001:db8:c::{}", spec.src).parse().unwrap();
+        quoted.extend_from_slice(&[0x60, 0, 0, 0, 0, 32, proto, 64]);
+        quoted.extend_from_slice(&vip.octets());
+        quoted.extend_from_slice(&client.octets());
+    } else {
+        let vip: std::net::Ipv4Addr = match spec.dst {
+            Some(i) => VIP_V4[i].parse().unwrap(),
+            None => "10.0.0.99".parse().unwrap(),
+        };
+        quoted.extend_from_slice(&[0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, proto, 0, 0]);
+        quoted.extend_from_slice(&vip.octets());
+        quoted.extend_from_slice(&[192, 0, 2, spec.src]);
+    }
+    quoted.extend_from_slice(&ports);
+    quoted.extend_from_slice(&[0, 0, 0, 0]);
+    // Type/code: v4 fragmentation needed, v6 packet too big; MTU 1400.
+    let (number, mut icmp) = if spec.v6 {
+        (
+            etherparse::IpNumber::IPV6_ICMP,
+            vec![2, 0, 0, 0, 0, 0, 0x05, 0x78],
+        )
+    } else {
+        (
+            etherparse::IpNumber::ICMP,
+            vec![3, 4, 0, 0, 0, 0, 0x05, 0x78],
+        )
+    };
+    icmp.extend_from_slice(&quoted);
+    (number, icmp)
 }
 
 fn mutate(mut f: Vec<u8>, spec: &FrameSpec) -> Vec<u8> {

@@ -577,3 +577,169 @@ fn at_the_mtu_is_sent_one_byte_over_is_answered_or_dropped() {
     pseudo.extend_from_slice(&k.frame[54..]);
     assert_eq!(lb_model::internet_checksum(&pseudo), 0);
 }
+
+/// An ICMPv4 fragmentation-needed from a router, to `vip`, quoting the
+/// backend's TCP packet `vip:vport → client:cport`, cut to `quote` bytes.
+fn frag_needed(vip: &str, vport: u16, client: &str, cport: u16, quote: usize) -> Vec<u8> {
+    let (v, c): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (vip.parse().unwrap(), client.parse().unwrap());
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
+    icmp.extend_from_slice(&[0x45, 0, 0x05, 0xdc, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    icmp.extend_from_slice(&v.octets());
+    icmp.extend_from_slice(&c.octets());
+    icmp.extend_from_slice(&vport.to_be_bytes());
+    icmp.extend_from_slice(&cport.to_be_bytes());
+    icmp.extend_from_slice(&[0, 0, 0, 1]);
+    icmp.truncate(8 + quote);
+    let mut out = Vec::new();
+    ip_layer("198.51.100.1", vip)
+        .write(&mut out, etherparse::IpNumber::ICMP, &icmp)
+        .unwrap();
+    out
+}
+
+#[test]
+fn icmp_errors_about_a_vip_flow_reach_the_flows_backend() {
+    let (mut dp, mut model) = setup();
+    let (k, _) = check(
+        &dp,
+        &mut model,
+        &tcp("192.0.2.1", 40000, VIP4, 80, Tcp::Syn, b""),
+    );
+    let owner = outer_dst(&k.frame);
+    // The ring moves on; the flow (and so its ICMP errors) stays.
+    let weights: Vec<(&str, u32)> = ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+        .into_iter()
+        .map(|b| {
+            (
+                b,
+                u32::from(b.parse::<std::net::IpAddr>().unwrap() != owner),
+            )
+        })
+        .collect();
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &weights))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    let error = frag_needed(VIP4, 80, "192.0.2.1", 40000, 28);
+    let (k, m) = check(&dp, &mut model, &error);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Tx, GlobalCounter::TxIcmpToBackend)
+    );
+    assert_eq!(outer_dst(&k.frame), owner);
+    assert_eq!(
+        &k.frame[34..],
+        &error[14..],
+        "the whole error, encapsulated"
+    );
+
+    // About a flow the table does not know: the ring, as for its packets.
+    let (k, m) = check(&dp, &mut model, &frag_needed(VIP4, 80, "192.0.2.2", 1, 28));
+    assert_eq!(m.counter, GlobalCounter::TxIcmpToBackend);
+    let (k2, _) = check(
+        &dp,
+        &mut model,
+        &tcp("192.0.2.2", 1, VIP4, 80, Tcp::Syn, b""),
+    );
+    assert_eq!(outer_dst(&k.frame), outer_dst(&k2.frame));
+
+    // About a non-VIP flow, or not an error: passed.
+    let (_, m) = check(
+        &dp,
+        &mut model,
+        &frag_needed(VIP4, 81, "192.0.2.1", 40000, 28),
+    );
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassNotVip)
+    );
+    let mut echo = Vec::new();
+    ip_layer("198.51.100.1", VIP4)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut echo, b"ping")
+        .unwrap();
+    let (_, m) = check(&dp, &mut model, &echo);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassOtherProtocol)
+    );
+
+    // Quoting too little to place: dropped at a VIP address, passed elsewhere.
+    for quote in [0, 19, 23] {
+        let (_, m) = check(
+            &dp,
+            &mut model,
+            &frag_needed(VIP4, 80, "192.0.2.1", 40000, quote),
+        );
+        assert_eq!(
+            (m.action, m.counter),
+            (Action::Drop, GlobalCounter::DropBadIcmp),
+            "{quote}"
+        );
+    }
+    let (_, m) = check(
+        &dp,
+        &mut model,
+        &frag_needed("10.0.0.101", 80, "192.0.2.1", 40000, 10),
+    );
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassOtherProtocol)
+    );
+    // Truncated ICMP header itself: as any truncated packet.
+    let mut short = frag_needed(VIP4, 80, "192.0.2.1", 40000, 28);
+    short.truncate(14 + 20 + 4);
+    short[16..18].copy_from_slice(&24u16.to_be_bytes());
+    let (_, m) = check(&dp, &mut model, &short);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassTruncated)
+    );
+}
+
+#[test]
+fn ipv6_packet_too_big_about_a_vip_flow_is_steered() {
+    let (dp, mut model) = setup();
+    let (k, _) = check(
+        &dp,
+        &mut model,
+        &tcp("2001:db8:ff::1", 5555, VIP6, 443, Tcp::Syn, b""),
+    );
+    let vip: std::net::Ipv6Addr = VIP6.parse().unwrap();
+    let client: std::net::Ipv6Addr = "2001:db8:ff::1".parse().unwrap();
+    let mut icmp = vec![2, 0, 0, 0, 0, 0, 0x05, 0x00];
+    icmp.extend_from_slice(&[0x60, 0, 0, 0, 0x05, 0xb0, 6, 64]);
+    icmp.extend_from_slice(&vip.octets());
+    icmp.extend_from_slice(&client.octets());
+    icmp.extend_from_slice(&[0x01, 0xbb, 0x15, 0xb3, 0, 0, 0, 1]);
+    let mut error = Vec::new();
+    ip_layer("2001:db8:ee::1", VIP6)
+        .write(&mut error, etherparse::IpNumber::IPV6_ICMP, &icmp)
+        .unwrap();
+    let (k2, m) = check(&dp, &mut model, &error);
+    assert_eq!(m.counter, GlobalCounter::TxIcmpToBackend);
+    assert_eq!(outer_dst(&k2.frame), outer_dst(&k.frame));
+}
+
+#[test]
+fn ipv6_extension_headers_and_empty_udp() {
+    let (dp, mut model) = setup();
+    // A hop-by-hop options header before TCP: not parsed, passed, counted.
+    let mut hbh = tcp("2001:db8:ff::1", 5555, VIP6, 443, Tcp::Syn, b"");
+    let tcp_header = hbh.split_off(54);
+    hbh[20] = 0; // next header: hop-by-hop
+    hbh.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // next TCP, PadN
+    hbh.extend_from_slice(&tcp_header);
+    let len = u16::from_be_bytes([hbh[18], hbh[19]]) + 8;
+    hbh[18..20].copy_from_slice(&len.to_be_bytes());
+    let (_, m) = check(&dp, &mut model, &hbh);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassOtherProtocol)
+    );
+    // A UDP datagram with no payload is forwarded like any other.
+    let empty = udp("192.0.2.7", 1234, VIP4, 53, b"");
+    let (_, m) = check(&dp, &mut model, &empty);
+    assert_eq!(m.action, Action::Tx);
+}

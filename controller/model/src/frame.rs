@@ -6,7 +6,11 @@ use lb_abi::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::G
 /// What the balancer learns from a frame's headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parsed {
+    /// For TCP and UDP the 5-tuple; for ICMP the addresses and protocol
+    /// (ports zero).
     pub key: FlowKey,
+    /// Offset of the L4 header in the frame.
+    pub l4: usize,
     pub ip_len: u32,
     pub l3_len: u32,
     pub tos: u8,
@@ -58,9 +62,10 @@ fn parse_v4(ip: &[u8]) -> Result<Parsed, GlobalCounter> {
         ..FlowKey::default()
     };
     let l3_len = ihl * 4;
-    let syn = ports(&ip[l3_len.min(ip.len())..], &mut key)?;
+    let syn = ports(&ip[l3_len.min(ip.len())..], &mut key, PROTO_ICMP)?;
     Ok(Parsed {
         key,
+        l4: 14 + l3_len,
         ip_len: u32::from(u16::from_be_bytes([ip[2], ip[3]])),
         l3_len: l3_len as u32,
         tos: ip[1],
@@ -85,9 +90,10 @@ fn parse_v6(ip: &[u8]) -> Result<Parsed, GlobalCounter> {
         family: FAMILY_V6,
         ..FlowKey::default()
     };
-    let syn = ports(&ip[40..], &mut key)?;
+    let syn = ports(&ip[40..], &mut key, PROTO_ICMPV6)?;
     Ok(Parsed {
         key,
+        l4: 14 + 40,
         ip_len: u32::from(u16::from_be_bytes([ip[4], ip[5]])) + 40,
         l3_len: 40,
         tos: (ip[0] << 4) | (ip[1] >> 4),
@@ -98,14 +104,22 @@ fn parse_v6(ip: &[u8]) -> Result<Parsed, GlobalCounter> {
     })
 }
 
-fn ports(l4: &[u8], key: &mut FlowKey) -> Result<bool, GlobalCounter> {
+/// ICMP protocol numbers of IPv4 and IPv6.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
+
+fn ports(l4: &[u8], key: &mut FlowKey, icmp: u8) -> Result<bool, GlobalCounter> {
     let need = match key.proto {
         PROTO_TCP => 20,
         PROTO_UDP => 8,
+        p if p == icmp => 8,
         _ => return Err(GlobalCounter::PassOtherProtocol),
     };
     if l4.len() < need {
         return Err(GlobalCounter::PassTruncated);
+    }
+    if key.proto == icmp {
+        return Ok(false);
     }
     key.src_port = wire16(l4, 0);
     key.dst_port = wire16(l4, 2);

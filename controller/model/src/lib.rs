@@ -13,7 +13,7 @@
 //! the program does when neither applies (idle times below the timeout, new
 //! flows below the flood threshold).
 
-mod frame;
+pub mod frame;
 mod state;
 
 pub use frame::{Parsed, parse};
@@ -120,6 +120,9 @@ impl Model {
         lookup: &mut Option<bool>,
     ) -> Result<(GlobalCounter, Vec<u8>, u32, u32), Stop> {
         let pkt = parse(frame).map_err(|c| Stop::Verdict(Action::Pass, c))?;
+        if pkt.key.proto == frame::PROTO_ICMP || pkt.key.proto == frame::PROTO_ICMPV6 {
+            return self.icmp(frame, &pkt);
+        }
         // A SYN never consults the flow table; other packets do before the
         // VIP is looked up, and a hit stands for the lookup.
         let hit = if pkt.syn {
@@ -164,6 +167,55 @@ impl Model {
         Ok((GlobalCounter::TxRing, out, vip.vip_index, id))
     }
 
+    /// An ICMP error about a VIP flow goes to the flow's backend, chosen by
+    /// the quoted packet's reversed 5-tuple (see the program's `icmp`).
+    #[allow(clippy::type_complexity)]
+    fn icmp(&self, frame: &[u8], pkt: &Parsed) -> Result<(GlobalCounter, Vec<u8>, u32, u32), Stop> {
+        let other = Stop::Verdict(Action::Pass, GlobalCounter::PassOtherProtocol);
+        let kind = frame[pkt.l4];
+        let steered = if pkt.key.family == FAMILY_V4 {
+            kind == 3
+        } else {
+            kind == 1 || kind == 2
+        };
+        if !steered {
+            return Err(other);
+        }
+        let Some(flow) = quoted_flow(frame, pkt) else {
+            let has_vip = self
+                .state
+                .vips
+                .keys()
+                .any(|k| k.family == pkt.key.family && k.addr == pkt.key.dst);
+            return Err(if has_vip {
+                Stop::Verdict(Action::Drop, GlobalCounter::DropBadIcmp)
+            } else {
+                other
+            });
+        };
+        if flow.dst != pkt.key.dst {
+            return Err(other);
+        }
+        let vip = self
+            .state
+            .vip_for(&flow)
+            .ok_or(Stop::Verdict(Action::Pass, GlobalCounter::PassNotVip))?;
+        check(frame, pkt)?;
+        let (id, backend) = match self.flow_hit(&flow) {
+            Some(f) => (f.backend_id, f.backend),
+            None => {
+                ring_pick(&self.state, vip, &flow).map_err(|c| Stop::Verdict(Action::Drop, c))?
+            }
+        };
+        let outer_len = if backend.family == FAMILY_V6 { 40 } else { 20 };
+        if pkt.ip_len + outer_len > u32::from(self.state.control.mtu) {
+            return Err(Stop::Verdict(Action::Drop, GlobalCounter::DropTooBig));
+        }
+        let steered = Parsed { key: flow, ..*pkt };
+        let out = encapsulate(&self.state, frame, &steered, &backend);
+        Ok((GlobalCounter::TxIcmpToBackend, out, vip.vip_index, id))
+    }
+
     /// The flow entry of `key` if it is live: its VIP is in the generation
     /// that placed it and its backend still holds its id.
     fn flow_hit(&self, key: &FlowKey) -> Option<FlowValue> {
@@ -177,6 +229,47 @@ impl Model {
             .is_some_and(|b| b.generation == f.backend.generation);
         (vip_live && backend_live).then_some(*f)
     }
+}
+
+/// The client's 5-tuple from the packet an ICMP error quotes (which went
+/// VIP → client), or `None` if it is cut short or not TCP/UDP over IP.
+fn quoted_flow(frame: &[u8], pkt: &Parsed) -> Option<FlowKey> {
+    let q = frame.get(pkt.l4 + 8..)?;
+    let word = |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let (src, dst, proto, l4) = if pkt.key.family == FAMILY_V4 {
+        if q.len() < 20 || q[0] >> 4 != 4 || q[0] & 0x0f < 5 {
+            return None;
+        }
+        (
+            [word(q, 16), 0, 0, 0],
+            [word(q, 12), 0, 0, 0],
+            q[9],
+            usize::from(q[0] & 0x0f) * 4,
+        )
+    } else {
+        if q.len() < 40 || q[0] >> 4 != 6 {
+            return None;
+        }
+        (
+            [word(q, 24), word(q, 28), word(q, 32), word(q, 36)],
+            [word(q, 8), word(q, 12), word(q, 16), word(q, 20)],
+            q[6],
+            40,
+        )
+    };
+    if proto != lb_abi::PROTO_TCP && proto != lb_abi::PROTO_UDP {
+        return None;
+    }
+    let ports = q.get(l4..l4 + 4)?;
+    Some(FlowKey {
+        src,
+        dst,
+        src_port: u16::from_ne_bytes([ports[2], ports[3]]),
+        dst_port: u16::from_ne_bytes([ports[0], ports[1]]),
+        proto,
+        family: pkt.key.family,
+        _pad: [0; 2],
+    })
 }
 
 /// Why [`Model::forward`] stopped short of forwarding.

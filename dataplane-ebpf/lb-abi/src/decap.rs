@@ -1,6 +1,6 @@
 //! The decap program run on backends: strips the balancer's outer header.
 //!
-//! - [`DECAP_ADDRS`]: hash map [`TunnelAddr`] → `u32` (unused, 1): the
+//! - [`DECAP_ADDRS`]: hash map [`crate::AddrKey`] → `u32` (unused, 1): the
 //!   host's tunnel addresses. Only packets whose outer destination is one of
 //!   them are decapsulated. Written by userspace, read by the program.
 //! - [`DECAP_STATS`]: per-CPU array indexed by [`DecapCounter`] → `u64`.
@@ -8,38 +8,12 @@
 //! Every packet is passed to the kernel stack (`XDP_PASS`): decapsulated
 //! when it is IPIP, IP6IP6 or 4in6 to a tunnel address, untouched otherwise.
 
-use core::net::IpAddr;
-
-use crate::{stats::counters, wire_addr};
+use crate::stats::counters;
 
 /// Name of the tunnel-address map in the decap object.
 pub const DECAP_ADDRS: &str = "DECAP_ADDRS";
 /// Name of the counter map in the decap object.
 pub const DECAP_STATS: &str = "DECAP_STATS";
-
-/// A tunnel address, wire layout.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TunnelAddr {
-    /// Address, network order in memory.
-    pub addr: [u32; 4],
-    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
-    pub family: u8,
-    /// Reserved, zero.
-    pub _pad: [u8; 3],
-}
-
-impl TunnelAddr {
-    /// The key for `ip`.
-    pub fn new(ip: IpAddr) -> Self {
-        let (family, addr) = wire_addr(ip);
-        Self {
-            addr,
-            family,
-            _pad: [0; 3],
-        }
-    }
-}
 
 counters! {
     /// What the decap program did with a packet; each packet is counted
@@ -69,13 +43,10 @@ pub const DECAP_COUNTERS: u32 = DecapCounter::ALL.len() as u32;
 
 #[cfg(test)]
 mod tests {
-    use core::mem::size_of;
-
     use super::*;
 
     #[test]
     fn layout_and_indices() {
-        assert_eq!(size_of::<TunnelAddr>(), 20);
         for (i, c) in DecapCounter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }

@@ -11,6 +11,13 @@
 /// Name of the filter map in the eBPF object.
 pub const VIP_FILTER: &str = "VIP_FILTER";
 
+/// Name of the exact VIP-address map: hash map [`crate::AddrKey`] → `u32`
+/// (unused, 1) holding every address that has a VIP. Consulted only where a
+/// verdict must not rest on the filter's false positives (an ICMP error
+/// whose quoted packet cannot be read: dropped if sent to a VIP address,
+/// passed otherwise). Written by userspace with the filter.
+pub const VIP_ADDRS: &str = "VIP_ADDRS";
+
 /// Words in the filter: 65,536 bits.
 pub const FILTER_WORDS: u32 = 1 << 10;
 

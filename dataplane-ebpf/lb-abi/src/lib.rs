@@ -76,6 +76,36 @@ pub fn ip_from_wire(family: u8, addr: [u32; 4]) -> Option<IpAddr> {
     }
 }
 
+/// An address as a map key, wire layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddrKey {
+    /// Address, network order in memory.
+    pub addr: [u32; 4],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// Reserved, zero.
+    pub _pad: [u8; 3],
+}
+
+impl AddrKey {
+    /// The key for `ip`.
+    pub fn new(ip: IpAddr) -> Self {
+        let (family, addr) = wire_addr(ip);
+        Self::from_wire(family, addr)
+    }
+
+    /// The key for an address in wire layout.
+    #[inline(always)]
+    pub const fn from_wire(family: u8, addr: [u32; 4]) -> Self {
+        Self {
+            addr,
+            family,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// A port in wire layout (memory holds the big-endian bytes).
 #[inline]
 pub const fn wire_port(port: u16) -> u16 {
@@ -94,7 +124,7 @@ mod pod {
     unsafe impl aya::Pod for crate::control::Control {}
     unsafe impl aya::Pod for crate::stats::TrafficCounters {}
     unsafe impl aya::Pod for crate::flood::FloodWindow {}
-    unsafe impl aya::Pod for crate::decap::TunnelAddr {}
+    unsafe impl aya::Pod for crate::AddrKey {}
 }
 
 #[cfg(test)]
@@ -117,6 +147,8 @@ mod tests {
         assert_eq!(words[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
         assert_eq!(ip_from_wire(fam, words), Some(v6));
         assert_eq!(ip_from_wire(9, words), None);
+        assert_eq!(core::mem::size_of::<AddrKey>(), 20);
+        assert_eq!(AddrKey::new(v6), AddrKey::from_wire(FAMILY_V6, words));
     }
 
     #[test]

@@ -59,6 +59,9 @@ counters! {
     TxFlowHit = "tx_flow_hit",
     /// Sent to a backend through the VIP's ring (miss, SYN, or no flow table).
     TxRing = "tx_ring",
+    /// Sent to a backend: an ICMP error (destination unreachable, packet
+    /// too big) about a VIP flow, to the backend that owns the flow.
+    TxIcmpToBackend = "tx_icmp_to_backend",
     /// Answered: a VIP packet too big for the MTU once encapsulated got an
     /// ICMP fragmentation-needed (IPv4 with DF) or ICMPv6 packet-too-big.
     TxIcmpTooBig = "tx_icmp_too_big",
@@ -86,6 +89,9 @@ counters! {
     /// Dropped: the ring names a backend id the backend table lacks, or a
     /// backend whose family cannot carry the VIP's (config bug).
     DropBadBackend = "drop_bad_backend",
+    /// Dropped: an ICMP error sent to a VIP address whose quoted packet is
+    /// cut short or is not TCP/UDP over IP.
+    DropBadIcmp = "drop_bad_icmp",
     /// Dropped: an IPv4 VIP packet without DF too big for the MTU once
     /// encapsulated (the balancer does not fragment).
     DropTooBig = "drop_too_big",

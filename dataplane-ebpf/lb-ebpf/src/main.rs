@@ -15,6 +15,7 @@
 mod csum;
 mod encap;
 mod flood;
+mod icmp;
 mod maps;
 mod parse;
 mod select;
@@ -41,6 +42,9 @@ pub fn balancer(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     let headers = parse::parse(ctx)?;
+    if headers.proto == parse::PROTO_ICMP || headers.proto == parse::PROTO_ICMPV6 {
+        return icmp::forward(ctx, &headers);
+    }
     let vip_key = parse::vip_key(ctx, &headers)?;
     vip::prefilter(&vip_key)?;
     let (flow, syn) = parse::flow_key(ctx, &headers, &vip_key)?;

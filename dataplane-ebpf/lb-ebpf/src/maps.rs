@@ -7,6 +7,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_abi::{
+    AddrKey,
     backend::Backend,
     control::Control,
     filter::FILTER_WORDS,
@@ -44,6 +45,10 @@ pub static CONTROL: Array<Control, 1> = Array::new();
 
 #[btf_map]
 pub static VIP_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
+
+#[btf_map]
+pub static VIP_ADDRS: HashMap<AddrKey, u32, { placeholder::VIPS }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
 
 #[btf_map]
 pub static FLOOD: PerCpuArray<FloodWindow, 1> = PerCpuArray::new();

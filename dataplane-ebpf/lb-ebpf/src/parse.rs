@@ -21,6 +21,8 @@ pub const TCP_LEN: usize = 20;
 pub const UDP_LEN: usize = 8;
 
 const TCP_SYN: u8 = 0x02;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// What the headers say about a VIP candidate. Scalars only: addresses
 /// and ports are read from the packet again where they are needed, which
@@ -60,9 +62,14 @@ pub fn parse(ctx: &XdpContext) -> Result<Headers, Verdict> {
     } else {
         return Err(Verdict::pass(GlobalCounter::PassNotIp));
     };
+    let icmp = if headers.family == FAMILY_V4 {
+        PROTO_ICMP
+    } else {
+        PROTO_ICMPV6
+    };
     let l4_len = if headers.proto == PROTO_TCP {
         TCP_LEN
-    } else if headers.proto == PROTO_UDP {
+    } else if headers.proto == PROTO_UDP || headers.proto == icmp {
         UDP_LEN
     } else {
         return Err(Verdict::pass(GlobalCounter::PassOtherProtocol));

@@ -106,8 +106,9 @@ pub fn flow_hit(key: &FlowKey) -> Option<(Selection, u32)> {
     Some((chosen, vip_index))
 }
 
+/// The VIP's ring's choice for `key`; records nothing.
 #[inline(always)]
-fn from_ring(key: &FlowKey, vip: &VipValue) -> Result<Selection, Verdict> {
+pub fn from_ring(key: &FlowKey, vip: &VipValue) -> Result<Selection, Verdict> {
     if vip.ring_slot == NO_RING {
         return Err(Verdict::drop(GlobalCounter::DropNoBackend));
     }

@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_abi::{
-    FAMILY_V4, FAMILY_V6,
-    decap::{DECAP_COUNTERS, DecapCounter, TunnelAddr},
+    AddrKey, FAMILY_V4, FAMILY_V6,
+    decap::{DECAP_COUNTERS, DecapCounter},
 };
 use lb_ebpf::packet::{
     ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, bytes_at, load,
@@ -26,7 +26,7 @@ use lb_ebpf::packet::{
 };
 
 #[btf_map]
-static DECAP_ADDRS: HashMap<TunnelAddr, u32, 64, { BPF_F_NO_PREALLOC as usize }> = HashMap::new();
+static DECAP_ADDRS: HashMap<AddrKey, u32, 64, { BPF_F_NO_PREALLOC as usize }> = HashMap::new();
 
 #[btf_map]
 static DECAP_STATS: PerCpuArray<u64, { DECAP_COUNTERS as usize }> = PerCpuArray::new();
@@ -91,11 +91,7 @@ fn outer_v4(ctx: &XdpContext) -> Result<Outer, DecapCounter> {
     if proto != IPPROTO_IPIP {
         return Err(DecapCounter::PassNotTunnel);
     }
-    let dst = TunnelAddr {
-        addr: [load(ip, 16), 0, 0, 0],
-        family: FAMILY_V4,
-        _pad: [0; 3],
-    };
+    let dst = AddrKey::from_wire(FAMILY_V4, [load(ip, 16), 0, 0, 0]);
     // SAFETY: no preallocation; the value is only tested for presence.
     if unsafe { DECAP_ADDRS.get(&dst) }.is_none() {
         return Err(DecapCounter::PassNotLocal);
@@ -124,11 +120,10 @@ fn outer_v6(ctx: &XdpContext) -> Result<Outer, DecapCounter> {
     } else {
         return Err(DecapCounter::PassNotTunnel);
     };
-    let dst = TunnelAddr {
-        addr: [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)],
-        family: FAMILY_V6,
-        _pad: [0; 3],
-    };
+    let dst = AddrKey::from_wire(
+        FAMILY_V6,
+        [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)],
+    );
     // SAFETY: no preallocation; the value is only tested for presence.
     if unsafe { DECAP_ADDRS.get(&dst) }.is_none() {
         return Err(DecapCounter::PassNotLocal);

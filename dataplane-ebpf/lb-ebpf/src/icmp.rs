@@ -1,0 +1,139 @@
+//! ICMP errors about VIP flows.
+//!
+//! A router on the way from a backend to a client that cannot forward the
+//! backend's packet (unreachable, or too big for its link) sends an ICMP
+//! error to the packet's source: the VIP, so it lands on a balancer. It must
+//! reach the backend that owns the flow, or path-MTU discovery breaks. The
+//! error quotes the backend's packet (VIP → client); reversed, that is the
+//! client's 5-tuple, which picks the backend exactly as the flow's own
+//! packets do: the flow table, else the VIP's ring (without recording a
+//! flow). Steered: ICMPv4 destination unreachable (type 3, all codes),
+//! ICMPv6 destination unreachable (1) and packet too big (2). Other ICMP
+//! passes to the stack.
+
+use aya_ebpf::programs::XdpContext;
+use lb_abi::{
+    AddrKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::GlobalCounter,
+    vip::VipKey,
+};
+use lb_ebpf::packet::{ETH_LEN, IPV4_LEN, IPV6_LEN, bytes_at, load};
+
+use crate::{encap, maps, parse::Headers, select, stats, verdict::Verdict, vip};
+
+/// Sends an ICMP error about a VIP flow to the flow's backend.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, h: &Headers) -> Result<Verdict, Verdict> {
+    let other = Verdict::pass(GlobalCounter::PassOtherProtocol);
+    let icmp = bytes_at(ctx, h.l4, 8).ok_or(other)?;
+    let kind: u8 = load(icmp, 0);
+    let steered = if h.family == FAMILY_V4 {
+        kind == 3
+    } else {
+        kind == 1 || kind == 2
+    };
+    if !steered {
+        return Err(other);
+    }
+    let outer_dst = outer_destination(ctx, h).ok_or(other)?;
+    let Some(flow) = quoted_flow(ctx, h) else {
+        return Err(unreadable(&outer_dst));
+    };
+    // An error about a VIP flow is sent to the VIP.
+    if flow.dst != outer_dst.addr {
+        return Err(other);
+    }
+    let vip_key = VipKey {
+        addr: flow.dst,
+        port: flow.dst_port,
+        proto: flow.proto,
+        family: flow.family,
+    };
+    vip::prefilter(&vip_key)?;
+    let vip = vip::lookup(&vip_key)?;
+    vip::check(h)?;
+    let chosen = match select::flow_hit(&flow) {
+        Some((chosen, _)) => chosen,
+        None => select::from_ring(&flow, &vip)?,
+    };
+    let control = maps::CONTROL
+        .get(0)
+        .ok_or(Verdict::drop(GlobalCounter::DropNoHeadroom))?;
+    let outer_len = if chosen.backend.family == FAMILY_V6 {
+        IPV6_LEN
+    } else {
+        IPV4_LEN
+    };
+    // Never answer an ICMP error with another: too big is dropped.
+    if h.ip_len + outer_len as u32 > u32::from(control.mtu) {
+        return Err(Verdict::drop(GlobalCounter::DropTooBig));
+    }
+    encap::encapsulate(ctx, h, &flow, &chosen.backend, control)?;
+    stats::traffic(vip.vip_index, chosen.backend_id, h.frame_len);
+    Ok(Verdict::tx(GlobalCounter::TxIcmpToBackend))
+}
+
+#[inline(always)]
+fn outer_destination(ctx: &XdpContext, h: &Headers) -> Option<AddrKey> {
+    if h.family == FAMILY_V4 {
+        let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN)?;
+        Some(AddrKey::from_wire(FAMILY_V4, [load(ip, 16), 0, 0, 0]))
+    } else {
+        let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN)?;
+        Some(AddrKey::from_wire(
+            FAMILY_V6,
+            [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)],
+        ))
+    }
+}
+
+/// The client's 5-tuple, from the quoted backend packet (reversed).
+#[inline(always)]
+fn quoted_flow(ctx: &XdpContext, h: &Headers) -> Option<FlowKey> {
+    let quoted = h.l4 + 8;
+    let (src, dst, proto, l4) = if h.family == FAMILY_V4 {
+        let ip = bytes_at(ctx, quoted, IPV4_LEN)?;
+        let ver_ihl: u8 = load(ip, 0);
+        let ihl = (ver_ihl & 0x0f) as usize;
+        if ver_ihl >> 4 != 4 || ihl < 5 {
+            return None;
+        }
+        // The quoted packet went VIP → client; the flow is client → VIP.
+        let src = [load(ip, 16), 0, 0, 0];
+        let dst = [load(ip, 12), 0, 0, 0];
+        (src, dst, load::<u8>(ip, 9), quoted + ihl * 4)
+    } else {
+        let ip = bytes_at(ctx, quoted, IPV6_LEN)?;
+        if load::<u8>(ip, 0) >> 4 != 6 {
+            return None;
+        }
+        let src = [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)];
+        let dst = [load(ip, 8), load(ip, 12), load(ip, 16), load(ip, 20)];
+        (src, dst, load::<u8>(ip, 6), quoted + IPV6_LEN)
+    };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let ports = bytes_at(ctx, l4, 4)?;
+    Some(FlowKey {
+        src,
+        dst,
+        src_port: load(ports, 2),
+        dst_port: load(ports, 0),
+        proto,
+        family: h.family,
+        _pad: [0; 2],
+    })
+}
+
+/// An error whose quoted packet cannot be read: dropped if it was sent to
+/// an address with a VIP (it can only have been about a VIP flow we cannot
+/// place), passed otherwise.
+#[inline(always)]
+fn unreadable(outer_dst: &AddrKey) -> Verdict {
+    // SAFETY: no preallocation; only presence is tested.
+    if unsafe { maps::VIP_ADDRS.get(outer_dst) }.is_some() {
+        Verdict::drop(GlobalCounter::DropBadIcmp)
+    } else {
+        Verdict::pass(GlobalCounter::PassOtherProtocol)
+    }
+}
