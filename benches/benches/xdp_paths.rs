@@ -15,17 +15,10 @@ use std::net::IpAddr;
 
 use etherparse::PacketBuilder;
 use lb_dataplane::{
-    BackendConfig, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, Runner, VipConfig,
+    BackendConfig, Dataplane, Decap, LoadOptions, NodeConfig, ProgramKind, Protocol, Runner,
+    VipConfig,
 };
-
-/// Katran's figures on this machine (DESIGN.md §6), ns.
-const KATRAN: [(&str, f64); 5] = [
-    ("v4 SYN", 166.0),
-    ("v4 flow-table hit", 73.0),
-    ("v4 non-VIP", 27.0),
-    ("v6 SYN", 172.0),
-    ("v6 flow-table hit", 67.0),
-];
+use lb_model::Model;
 
 fn env(name: &str, default: u32) -> u32 {
     std::env::var(name)
@@ -126,71 +119,186 @@ fn main() {
             backends: backends("10.1.0."),
         })
         .unwrap();
+    dp.programmer()
+        .upsert_vip(&VipConfig {
+            address: "10.0.0.100".parse().unwrap(),
+            port: 53,
+            protocol: Protocol::Udp,
+            flags: 0,
+            backends: backends("10.1.0."),
+        })
+        .unwrap();
+    // What a backend receives: the balancer's frame for a v4 SYN, as the
+    // model of the balancer builds it; decap knows its backend's address.
+    let tunnelled = Model::new(dp.programmer().state().clone())
+        .process(&frame("192.0.2.9", "10.0.0.100", true))
+        .frame;
+    let backend: [u8; 4] = tunnelled[30..34].try_into().unwrap();
+    let mut decap = Decap::load_for_bench().unwrap();
+    decap.add_address(backend.into()).unwrap();
+
     let balancer = dp.runner(ProgramKind::Balancer).unwrap();
+    let unguarded = unguarded.runner(ProgramKind::Balancer).unwrap();
+    let decapper = decap.runner().unwrap();
     let pass = dp.runner(ProgramKind::Pass).unwrap();
     let (tx, xdp_pass) = (3, 2);
 
     let v4_ack = frame("192.0.2.1", "10.0.0.100", false);
     let v6_ack = frame("2001:db8:c::1", "2001:db8::100", false);
+    let udp = udp_frame();
     // Place the flows, so the timed runs hit the flow table.
-    balancer.run(&v4_ack).unwrap();
-    balancer.run(&v6_ack).unwrap();
-    let paths = [
-        ("v4 SYN", frame("192.0.2.1", "10.0.0.100", true), tx),
-        ("v4 flow-table hit", v4_ack, tx),
-        (
+    for f in [&v4_ack, &v6_ack, &udp] {
+        balancer.run(f).unwrap();
+    }
+    let icmp = frag_needed();
+
+    let rows: [Row<'_>; 10] = [
+        Row::new(
+            "v4 SYN",
+            &balancer,
+            frame("192.0.2.1", "10.0.0.100", true),
+            tx,
+            Some(166.0),
+        ),
+        Row::new("v4 flow-table hit", &balancer, v4_ack, tx, Some(73.0)),
+        Row::new(
             "v4 non-VIP",
+            &balancer,
             frame("192.0.2.1", "10.0.0.101", true),
             xdp_pass,
+            Some(27.0),
         ),
-        ("v6 SYN", frame("2001:db8:c::1", "2001:db8::100", true), tx),
-        ("v6 flow-table hit", v6_ack, tx),
+        Row::new(
+            "v6 SYN",
+            &balancer,
+            frame("2001:db8:c::1", "2001:db8::100", true),
+            tx,
+            Some(172.0),
+        ),
+        Row::new("v6 flow-table hit", &balancer, v6_ack, tx, Some(67.0)),
+        Row::new("v4 UDP flow-table hit", &balancer, udp, tx, None),
+        Row::new(
+            "v4 ICMP frag-needed steered to its flow's backend",
+            &balancer,
+            icmp,
+            tx,
+            None,
+        ),
+        Row::new(
+            "v4 SYN, flood guard off (flow recorded every time)",
+            &unguarded,
+            frame("192.0.2.1", "10.0.0.100", true),
+            tx,
+            None,
+        ),
+        // Katran: "about 6 ns over an empty program".
+        Row::new(
+            "decap IPIP (backend program)",
+            &decapper,
+            tunnelled,
+            xdp_pass,
+            Some(11.0),
+        ),
+        Row::new(
+            "empty XDP program (`pass`)",
+            &pass,
+            frame("192.0.2.1", "10.0.0.101", true),
+            xdp_pass,
+            None,
+        ),
     ];
-    let unguarded = unguarded.runner(ProgramKind::Balancer).unwrap();
     // The host is a shared VM whose speed drifts by tens of percent between
-    // seconds: time every path once per round, many rounds, so drift hits
-    // all paths alike, and take medians. "net" subtracts the empty program
+    // seconds: time every row once per round, many rounds, so drift hits
+    // all rows alike, and take medians. "net" subtracts the empty program
     // timed in the same round.
-    let mut raw = vec![Vec::new(); paths.len() + 1];
-    let mut net = vec![Vec::new(); paths.len() + 1];
-    let mut empty = Vec::new();
+    let empty_row = rows.len() - 1;
+    let mut raw = vec![Vec::new(); rows.len()];
+    let mut net = vec![Vec::new(); rows.len()];
     for _ in 0..samples {
-        let base = time(&pass, &paths[0].1, repeat, xdp_pass);
-        empty.push(base);
-        for (i, (_, frame, want)) in paths.iter().enumerate() {
-            let ns = time(&balancer, frame, repeat, *want);
-            raw[i].push(ns);
-            net[i].push(ns - base);
+        let times: Vec<f64> = rows
+            .iter()
+            .map(|r| time(r.runner, &r.frame, repeat, r.want))
+            .collect();
+        for (i, ns) in times.iter().enumerate() {
+            raw[i].push(*ns);
+            net[i].push(ns - times[empty_row]);
         }
-        let ns = time(&unguarded, &paths[0].1, repeat, tx);
-        raw[paths.len()].push(ns);
-        net[paths.len()].push(ns - base);
     }
     println!(
-        "XDP balancer, ns/packet: median of {samples} rounds × {repeat} runs (BPF_PROG_TEST_RUN)"
+        "XDP programs, ns/packet: median of {samples} rounds × {repeat} runs (BPF_PROG_TEST_RUN)"
     );
     println!();
     println!(
         "| path | ours | ours, net of empty program | Katran | Katran net (−5 ns) | ours/Katran | net/net |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (i, ((name, _, _), (_, katran))) in paths.iter().zip(KATRAN).enumerate() {
+    for (i, row) in rows.iter().enumerate() {
         let (r, n) = (median(raw[i].clone()), median(net[i].clone()));
-        println!(
-            "| {name} | {r:.0} | {n:.0} | {katran:.0} | {:.0} | {:.2} | {:.2} |",
-            katran - 5.0,
-            r / katran,
-            n / (katran - 5.0)
-        );
+        match row.katran {
+            Some(k) => println!(
+                "| {} | {r:.0} | {n:.0} | {k:.0} | {:.0} | {:.2} | {:.2} |",
+                row.name,
+                k - 5.0,
+                r / k,
+                n / (k - 5.0)
+            ),
+            None => println!("| {} | {r:.0} | {n:.0} | | | | |", row.name),
+        }
     }
-    let i = paths.len();
-    println!(
-        "| v4 SYN, flood guard off (flow recorded every time) | {:.0} | {:.0} | | | | |",
-        median(raw[i].clone()),
-        median(net[i].clone())
-    );
-    println!(
-        "| empty XDP program (`pass`) | {:.0} | 0 | | | | |",
-        median(empty)
-    );
+}
+
+/// One benchmarked path.
+struct Row<'a> {
+    name: &'static str,
+    runner: &'a Runner<'a>,
+    frame: Vec<u8>,
+    want: u32,
+    /// Katran's figure on this machine kind (DESIGN.md §6), ns.
+    katran: Option<f64>,
+}
+
+impl<'a> Row<'a> {
+    fn new(
+        name: &'static str,
+        runner: &'a Runner<'a>,
+        frame: Vec<u8>,
+        want: u32,
+        katran: Option<f64>,
+    ) -> Self {
+        Self {
+            name,
+            runner,
+            frame,
+            want,
+            katran,
+        }
+    }
+}
+
+/// UDP with 64 bytes of payload to the v4 VIP's port 53.
+fn udp_frame() -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([192, 0, 2, 1], [10, 0, 0, 100], 64)
+        .udp(31_337, 53)
+        .write(&mut out, &[0x5a; 64])
+        .unwrap();
+    out
+}
+
+/// A router's fragmentation-needed to the VIP about the placed v4 flow
+/// (quoting the backend's reply 10.0.0.100:80 → 192.0.2.1:31337).
+fn frag_needed() -> Vec<u8> {
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
+    icmp.extend_from_slice(&[0x45, 0, 0x05, 0xdc, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    icmp.extend_from_slice(&[10, 0, 0, 100, 192, 0, 2, 1]);
+    icmp.extend_from_slice(&80u16.to_be_bytes());
+    icmp.extend_from_slice(&31_337u16.to_be_bytes());
+    icmp.extend_from_slice(&[0, 0, 0, 1]);
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([198, 51, 100, 1], [10, 0, 0, 100], 64)
+        .write(&mut out, etherparse::IpNumber::ICMP, &icmp)
+        .unwrap();
+    out
 }

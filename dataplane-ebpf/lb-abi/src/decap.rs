@@ -1,8 +1,10 @@
 //! The decap program run on backends: strips the balancer's outer header.
 //!
-//! - [`DECAP_ADDRS`]: hash map [`crate::AddrKey`] → `u32` (unused, 1): the
-//!   host's tunnel addresses. Only packets whose outer destination is one of
-//!   them are decapsulated. Written by userspace, read by the program.
+//! - [`DECAP_ADDRS`]: array of [`MAX_TUNNEL_ADDRS`] [`crate::AddrKey`]: the
+//!   host's tunnel addresses (family 0 = empty slot). Only packets whose
+//!   outer destination is one of them are decapsulated. A host has one or
+//!   two; comparing a few inlined array entries is several times cheaper
+//!   than a hash lookup. Written by userspace, read by the program.
 //! - [`DECAP_STATS`]: per-CPU array indexed by [`DecapCounter`] → `u64`.
 //!
 //! Every packet is passed to the kernel stack (`XDP_PASS`): decapsulated
@@ -12,6 +14,8 @@ use crate::stats::counters;
 
 /// Name of the tunnel-address map in the decap object.
 pub const DECAP_ADDRS: &str = "DECAP_ADDRS";
+/// Most tunnel addresses one host can have.
+pub const MAX_TUNNEL_ADDRS: u32 = 8;
 /// Name of the counter map in the decap object.
 pub const DECAP_STATS: &str = "DECAP_STATS";
 

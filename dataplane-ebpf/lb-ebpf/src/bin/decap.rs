@@ -10,15 +10,15 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, xdp_action},
-    btf_maps::{HashMap, PerCpuArray},
+    bindings::xdp_action,
+    btf_maps::{Array, PerCpuArray},
     helpers::generated::bpf_xdp_adjust_head,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use lb_abi::{
     AddrKey, FAMILY_V4, FAMILY_V6,
-    decap::{DECAP_COUNTERS, DecapCounter},
+    decap::{DECAP_COUNTERS, DecapCounter, MAX_TUNNEL_ADDRS},
 };
 use lb_ebpf::packet::{
     ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, bytes_at, load,
@@ -26,10 +26,16 @@ use lb_ebpf::packet::{
 };
 
 #[btf_map]
-static DECAP_ADDRS: HashMap<AddrKey, u32, 64, { BPF_F_NO_PREALLOC as usize }> = HashMap::new();
+static DECAP_ADDRS: Array<AddrKey, { MAX_TUNNEL_ADDRS as usize }> = Array::new();
 
 #[btf_map]
 static DECAP_STATS: PerCpuArray<u64, { DECAP_COUNTERS as usize }> = PerCpuArray::new();
+
+/// Non-zero only in the benchmark harness: after stripping the outer
+/// header, put it back, so `BPF_PROG_TEST_RUN` with `repeat` decapsulates
+/// every time. The verifier prunes the branch when zero.
+#[unsafe(no_mangle)]
+static BENCH_RESTORE: u8 = 0;
 
 #[xdp]
 pub fn decap(ctx: XdpContext) -> u32 {
@@ -72,6 +78,13 @@ fn strip(ctx: &XdpContext) -> Result<DecapCounter, DecapCounter> {
         return Err(DecapCounter::PassMalformed);
     }
     let macs: (u64, u32) = (load(eth, 0), load(eth, 8));
+    // SAFETY: a plain read of an initialised static.
+    let restore = unsafe { core::ptr::read_volatile(&BENCH_RESTORE) } != 0;
+    let saved = if restore {
+        Some(save_outer(ctx)?)
+    } else {
+        None
+    };
     // SAFETY: the helper only moves ctx->data; every pointer is re-derived
     // from ctx afterwards.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer.len as i32) } != 0 {
@@ -81,7 +94,65 @@ fn strip(ctx: &XdpContext) -> Result<DecapCounter, DecapCounter> {
     store(eth, 0, macs.0);
     store(eth, 8, macs.1);
     store(eth, 12, if outer.inner_v6 { ETH_P_IPV6 } else { ETH_P_IP });
+    if let Some(words) = saved {
+        restore_outer(ctx, &words, outer.len)?;
+    }
     Ok(outer.counter)
+}
+
+/// Bytes saved for the bench restore: Ethernet plus the longest outer
+/// header, rounded up to whole words.
+const SAVED_WORDS: usize = (ETH_LEN + IPV6_LEN).div_ceil(8);
+
+/// Benchmarks only: the frame's first bytes, before stripping.
+#[inline(always)]
+fn save_outer(ctx: &XdpContext) -> Result<[u64; SAVED_WORDS], DecapCounter> {
+    let f = bytes_at(ctx, 0, SAVED_WORDS * 8).ok_or(DecapCounter::PassMalformed)?;
+    let mut words = [0u64; SAVED_WORDS];
+    let mut i = 0;
+    while i < SAVED_WORDS {
+        words[i] = load(f, i * 8);
+        i += 1;
+    }
+    Ok(words)
+}
+
+/// Benchmarks only: grows the frame back by `outer` bytes and writes the
+/// saved bytes over its start. The bytes past the outer header were never
+/// changed, so the frame is as it came in.
+#[inline(always)]
+fn restore_outer(
+    ctx: &XdpContext,
+    words: &[u64; SAVED_WORDS],
+    outer: usize,
+) -> Result<(), DecapCounter> {
+    // SAFETY: as above.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer as i32)) } != 0 {
+        return Err(DecapCounter::PassMalformed);
+    }
+    let f = bytes_at(ctx, 0, SAVED_WORDS * 8).ok_or(DecapCounter::PassMalformed)?;
+    let mut i = 0;
+    while i < SAVED_WORDS {
+        store(f, i * 8, words[i]);
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Whether `dst` is one of this host's tunnel addresses.
+#[inline(always)]
+fn is_local(dst: &AddrKey) -> bool {
+    let mut i = 0;
+    while i < MAX_TUNNEL_ADDRS {
+        if let Some(slot) = DECAP_ADDRS.get(i)
+            && slot.family == dst.family
+            && slot.addr == dst.addr
+        {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 #[inline(always)]
@@ -92,8 +163,7 @@ fn outer_v4(ctx: &XdpContext) -> Result<Outer, DecapCounter> {
         return Err(DecapCounter::PassNotTunnel);
     }
     let dst = AddrKey::from_wire(FAMILY_V4, [load(ip, 16), 0, 0, 0]);
-    // SAFETY: no preallocation; the value is only tested for presence.
-    if unsafe { DECAP_ADDRS.get(&dst) }.is_none() {
+    if !is_local(&dst) {
         return Err(DecapCounter::PassNotLocal);
     }
     if u16::from_be(load(ip, 6)) & 0x3fff != 0 {
@@ -124,8 +194,7 @@ fn outer_v6(ctx: &XdpContext) -> Result<Outer, DecapCounter> {
         FAMILY_V6,
         [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)],
     );
-    // SAFETY: no preallocation; the value is only tested for presence.
-    if unsafe { DECAP_ADDRS.get(&dst) }.is_none() {
+    if !is_local(&dst) {
         return Err(DecapCounter::PassNotLocal);
     }
     Ok(Outer {
