@@ -34,12 +34,7 @@ impl DataplaneState {
     /// The VIP a packet with 5-tuple `key` belongs to: the exact (address,
     /// port, protocol), else the address's all-ports VIP (port 0).
     pub fn vip_for(&self, key: &FlowKey) -> Option<&VipEntry> {
-        let exact = VipKey {
-            addr: key.dst,
-            port: key.dst_port,
-            proto: key.proto,
-            family: key.family,
-        };
+        let exact = VipKey::of_flow(key);
         self.vips
             .get(&exact)
             .or_else(|| self.vips.get(&VipKey { port: 0, ..exact }))

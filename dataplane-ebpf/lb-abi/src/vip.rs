@@ -8,7 +8,7 @@
 
 use core::net::IpAddr;
 
-use crate::{wire_addr, wire_port};
+use crate::{flow::FlowKey, wire_addr, wire_port};
 
 /// Name of the VIP map in the eBPF object.
 pub const VIPS: &str = "VIPS";
@@ -28,6 +28,18 @@ pub struct VipKey {
 }
 
 impl VipKey {
+    /// The key a flow's packets are addressed to: its destination address
+    /// and port, protocol and family.
+    #[inline(always)]
+    pub const fn of_flow(flow: &FlowKey) -> Self {
+        Self {
+            addr: flow.dst,
+            port: flow.dst_port,
+            proto: flow.proto,
+            family: flow.family,
+        }
+    }
+
     /// The key for `ip:port` over `proto`, port in host order.
     pub fn new(ip: IpAddr, port: u16, proto: u8) -> Self {
         let (family, addr) = wire_addr(ip);

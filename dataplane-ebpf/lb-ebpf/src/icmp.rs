@@ -42,12 +42,7 @@ pub fn forward(ctx: &XdpContext, h: &Headers) -> Result<Verdict, Verdict> {
     if flow.dst != outer_dst.addr {
         return Err(other);
     }
-    let vip_key = VipKey {
-        addr: flow.dst,
-        port: flow.dst_port,
-        proto: flow.proto,
-        family: flow.family,
-    };
+    let vip_key = VipKey::of_flow(&flow);
     vip::prefilter(&vip_key)?;
     let vip = vip::lookup(&vip_key)?;
     vip::check(h)?;
