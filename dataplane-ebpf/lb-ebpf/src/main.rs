@@ -1,8 +1,12 @@
-//! The load balancer's XDP programs.
+//! The load balancer's XDP programs (the `balancer` object; backends run
+//! `decap`, in src/bin/decap.rs).
 //!
 //! - `balancer`: packets to a VIP go to a backend chosen by the flow table or
 //!   the VIP's Maglev ring, encapsulated IP-in-IP and sent back out with
-//!   `XDP_TX`; everything else is passed untouched.
+//!   `XDP_TX`; everything else is passed untouched. The path: `parse` →
+//!   `vip::prefilter` (address bitmap) → `select::flow_hit` (non-SYN) or
+//!   `vip::lookup` + `select::from_vip` (ring) → MTU check (`toobig`) →
+//!   `encap`. ICMP errors about VIP flows take `icmp`.
 //! - `pass`: returns `XDP_PASS`. Native XDP on a veth only delivers `XDP_TX`
 //!   frames to a peer that has a program attached; this is that program, and
 //!   the empty baseline of the benchmarks.
