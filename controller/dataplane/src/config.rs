@@ -42,6 +42,39 @@ impl Protocol {
     }
 }
 
+/// How an XDP program is attached, as operators name it on a command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native XDP, in the driver (`driver`).
+    Driver,
+    /// Generic XDP, in the kernel stack after the driver (`generic`).
+    Generic,
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "driver" => Ok(AttachMode::Driver),
+            "generic" => Ok(AttachMode::Generic),
+            other => Err(ConfigError::new(
+                "mode",
+                format!("{other:?} is neither \"driver\" nor \"generic\""),
+            )),
+        }
+    }
+}
+
+impl From<AttachMode> for aya::programs::XdpMode {
+    fn from(mode: AttachMode) -> Self {
+        match mode {
+            AttachMode::Driver => aya::programs::XdpMode::Driver,
+            AttachMode::Generic => aya::programs::XdpMode::Skb,
+        }
+    }
+}
+
 /// A backend of a VIP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendConfig {
@@ -256,6 +289,13 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn attach_mode_parses_operator_names() {
+        assert_eq!("driver".parse(), Ok(AttachMode::Driver));
+        assert_eq!("generic".parse(), Ok(AttachMode::Generic));
+        assert_eq!("skb".parse::<AttachMode>().unwrap_err().field, "mode");
     }
 
     #[test]

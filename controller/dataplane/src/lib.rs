@@ -58,7 +58,7 @@ use lb_abi::{
 
 use crate::programmer::Maps;
 pub use crate::{
-    config::{BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
+    config::{AttachMode, BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
     decap::{Decap, DecapStats},
     error::DataplaneError,
     options::LoadOptions,

@@ -5,7 +5,6 @@ use std::{collections::BTreeMap, net::IpAddr};
 use lb_abi::stats::{BACKEND_STATS, GLOBAL_STATS, GlobalCounter, TrafficCounters, VIP_STATS};
 
 use crate::{
-    config::Protocol,
     error::{DataplaneError, map_err},
     programmer::Programmer,
 };
@@ -64,10 +63,7 @@ impl Programmer {
                 .vip_stats
                 .get(&index, 0)
                 .map_err(map_err(VIP_STATS, "get"))?;
-            let proto = match config.protocol {
-                Protocol::Tcp => lb_abi::PROTO_TCP,
-                Protocol::Udp => lb_abi::PROTO_UDP,
-            };
+            let proto = config.protocol.number();
             stats
                 .vips
                 .insert((config.address, config.port, proto), sum(&per_cpu));

@@ -11,7 +11,7 @@ use std::{net::IpAddr, process::ExitCode};
 use anyhow::Context as _;
 use aya::programs::XdpMode;
 use clap::Parser;
-use lb_dataplane::Decap;
+use lb_dataplane::{AttachMode, Decap};
 
 /// Exit codes: 0 after a clean stop on a signal, 1 on any error.
 #[derive(Parser)]
@@ -25,14 +25,8 @@ struct Args {
     #[arg(long = "address", required = true)]
     addresses: Vec<IpAddr>,
     /// XDP mode: `driver` (native) or `generic`.
-    #[arg(long, value_enum, default_value_t = Mode::Driver)]
-    mode: Mode,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Mode {
-    Driver,
-    Generic,
+    #[arg(long, default_value = "driver")]
+    mode: AttachMode,
 }
 
 fn main() -> ExitCode {
@@ -55,10 +49,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .add_address(*a)
             .with_context(|| format!("adding tunnel address {a}"))?;
     }
-    let mode = match args.mode {
-        Mode::Driver => XdpMode::Driver,
-        Mode::Generic => XdpMode::Skb,
-    };
+    let mode = XdpMode::from(args.mode);
     decap
         .attach(&args.interface, mode)
         .with_context(|| format!("attaching to {}", args.interface))?;

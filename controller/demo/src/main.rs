@@ -23,7 +23,7 @@ use clap::Parser;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket};
 use lb_abi::stats::GlobalCounter;
 use lb_dataplane::{
-    BackendConfig, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, VipConfig,
+    AttachMode, BackendConfig, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, VipConfig,
 };
 use lb_model::Model;
 use lb_testbed::{Netns, PacketSocket, VethPair};
@@ -35,16 +35,8 @@ struct Args {
     #[arg(long, default_value_t = 300)]
     flows: u16,
     /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = Mode::Driver)]
-    mode: Mode,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Mode {
-    /// Native XDP in the veth driver.
-    Driver,
-    /// Generic XDP in the kernel stack.
-    Generic,
+    #[arg(long, default_value = "driver")]
+    mode: AttachMode,
 }
 
 const VIP: &str = "10.0.0.100";
@@ -61,10 +53,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let mode = match args.mode {
-        Mode::Driver => XdpMode::Driver,
-        Mode::Generic => XdpMode::Skb,
-    };
+    let mode = XdpMode::from(args.mode);
     let lb = Netns::new("lb")?;
     let client = Netns::new("client")?;
     let link = VethPair::new(&lb, &client)?;
