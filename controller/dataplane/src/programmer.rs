@@ -165,7 +165,7 @@ impl Programmer {
         let ring_slot = match ring.map(|r| self.store_ring(&r, &ids)).transpose() {
             Ok(slot) => slot,
             Err(e) => {
-                self.release_backends(config, false);
+                self.release_backends(config.backends.iter().map(|b| b.address), false);
                 self.forget_new_vip_index(&key, vip_index);
                 return Err(e);
             }
@@ -195,7 +195,7 @@ impl Programmer {
             if let Some((slot, _)) = ring_slot {
                 self.ring_slots.release(slot);
             }
-            self.release_backends(config, false);
+            self.release_backends(config.backends.iter().map(|b| b.address), false);
             self.forget_new_vip_index(&key, vip_index);
             return Err(e);
         }
@@ -220,7 +220,7 @@ impl Programmer {
             if let Some((slot, _)) = ring_slot {
                 self.ring_slots.release(slot);
             }
-            self.release_backends(config, false);
+            self.release_backends(config.backends.iter().map(|b| b.address), false);
             self.forget_new_vip_index(&key, vip_index);
             return Err(e);
         }
@@ -375,7 +375,7 @@ impl Programmer {
     /// After a VIP stopped pointing at `old`'s ring: wait out readers, then
     /// free the slot and the backends nothing names any more.
     fn retire(&mut self, old: &Programmed) -> Result<(), DataplaneError> {
-        let freed = self.release_backends(&old.config, true);
+        let freed = self.release_backends(old.config.backends.iter().map(|b| b.address), true);
         if old.value.ring_slot == NO_RING && freed.is_empty() {
             return Ok(());
         }
@@ -412,50 +412,67 @@ impl Programmer {
     }
 
     /// Takes a reference on every backend of `config`, writing entries for
-    /// ids that are new; returns the ids in config order.
+    /// ids that are new; returns the ids in config order. On error, every
+    /// reference taken here is dropped again.
     fn acquire_backends(&mut self, config: &VipConfig) -> Result<Vec<u32>, DataplaneError> {
         let mut ids = Vec::with_capacity(config.backends.len());
-        for (i, b) in config.backends.iter().enumerate() {
-            let Some((id, new)) = self.backend_ids.acquire(b.address) else {
-                self.release_backends(
-                    &VipConfig {
-                        backends: config.backends[..i].to_vec(),
-                        ..config.clone()
-                    },
-                    false,
-                );
-                return Err(DataplaneError::Full {
-                    what: "backend",
-                    limit: self.state.backends.len() as u32,
-                });
-            };
-            if new {
-                let (family, addr) = wire_addr(b.address);
-                let entry = Backend {
-                    addr,
-                    family,
-                    _pad: [0; 3],
-                    generation: id.generation,
-                };
-                self.zero_stats(id.id, false)?;
-                self.maps
-                    .backends
-                    .set(id.id, &entry, 0)
-                    .map_err(map_err(BACKENDS, "set"))?;
-                self.state.backends.insert(id.id, entry);
+        for b in &config.backends {
+            match self.acquire_backend(b.address) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    let taken = config.backends[..ids.len()].iter().map(|b| b.address);
+                    self.release_backends(taken, false);
+                    return Err(e);
+                }
             }
-            ids.push(id.id);
         }
         Ok(ids)
     }
 
-    /// Drops `config`'s references; returns ids nothing names any more. With
-    /// `visible` false the ids were never in a ring a packet could read, so
-    /// they are recycled at once.
-    fn release_backends(&mut self, config: &VipConfig, visible: bool) -> Vec<u32> {
+    /// One reference on `address`'s id; a new id gets its entry written (and
+    /// its reference dropped again if that fails).
+    fn acquire_backend(&mut self, address: IpAddr) -> Result<u32, DataplaneError> {
+        let (id, new) = self
+            .backend_ids
+            .acquire(address)
+            .ok_or(DataplaneError::Full {
+                what: "backend",
+                limit: self.state.backends.len() as u32,
+            })?;
+        if new {
+            let (family, addr) = wire_addr(address);
+            let entry = Backend {
+                addr,
+                family,
+                _pad: [0; 3],
+                generation: id.generation,
+            };
+            let written = self.zero_stats(id.id, false).and_then(|()| {
+                self.maps
+                    .backends
+                    .set(id.id, &entry, 0)
+                    .map_err(map_err(BACKENDS, "set"))
+            });
+            if let Err(e) = written {
+                self.release_backends([address], false);
+                return Err(e);
+            }
+            self.state.backends.insert(id.id, entry);
+        }
+        Ok(id.id)
+    }
+
+    /// Drops one reference per address; returns ids nothing names any more.
+    /// With `visible` false the ids were never in a ring a packet could
+    /// read, so they are recycled at once.
+    fn release_backends(
+        &mut self,
+        addresses: impl IntoIterator<Item = IpAddr>,
+        visible: bool,
+    ) -> Vec<u32> {
         let mut freed = Vec::new();
-        for b in &config.backends {
-            if let Some(id) = self.backend_ids.release(b.address) {
+        for address in addresses {
+            if let Some(id) = self.backend_ids.release(address) {
                 if visible {
                     freed.push(id);
                 } else {

@@ -207,8 +207,7 @@ impl Model {
                 ring_pick(&self.state, vip, &flow).map_err(|c| Stop::Verdict(Action::Drop, c))?
             }
         };
-        let outer_len = if backend.family == FAMILY_V6 { 40 } else { 20 };
-        if pkt.ip_len + outer_len > u32::from(self.state.control.mtu) {
+        if pkt.ip_len > fits(&self.state, &backend) {
             return Err(Stop::Verdict(Action::Drop, GlobalCounter::DropTooBig));
         }
         let steered = Parsed { key: flow, ..*pkt };
@@ -286,6 +285,13 @@ impl From<(Action, GlobalCounter)> for Stop {
     }
 }
 
+/// The largest inner IP packet that fits the MTU once encapsulated towards
+/// `backend`.
+fn fits(state: &DataplaneState, backend: &Backend) -> u32 {
+    let outer_len = if backend.family == FAMILY_V6 { 40 } else { 20 };
+    u32::from(state.control.mtu).saturating_sub(outer_len)
+}
+
 /// What the program does with a packet that would exceed the MTU once
 /// encapsulated towards `backend`: an ICMP too-big reply (IPv4 with DF,
 /// IPv6) or a drop (IPv4 without DF). `Ok` when it fits.
@@ -295,15 +301,13 @@ fn too_big(
     pkt: &Parsed,
     backend: &Backend,
 ) -> Result<(), Stop> {
-    let outer_len = if backend.family == FAMILY_V6 { 40 } else { 20 };
-    let mtu = u32::from(state.control.mtu);
-    if pkt.ip_len + outer_len <= mtu {
+    let client_mtu = fits(state, backend);
+    if pkt.ip_len <= client_mtu {
         return Ok(());
     }
     if pkt.key.family == lb_abi::FAMILY_V4 && !pkt.dont_fragment {
         return Err(Stop::Verdict(Action::Drop, GlobalCounter::DropTooBig));
     }
-    let client_mtu = mtu.saturating_sub(outer_len);
     let mut out = Vec::with_capacity(110);
     out.extend_from_slice(&frame[6..12]);
     out.extend_from_slice(&frame[0..6]);

@@ -24,12 +24,35 @@ use lb_abi::{
 use lb_ebpf::packet::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, store};
 
 use crate::{
-    maps::bench_restore,
+    maps::{CONTROL, bench_restore},
     parse::{ETH_LEN, Headers, IPV4_LEN, IPV6_LEN, bytes_at, load},
     verdict::Verdict,
 };
 
 const IP_DF: u16 = 0x4000u16.to_be();
+
+/// Bytes of outer IP header towards `backend`.
+#[inline(always)]
+fn outer_len(backend: &Backend) -> usize {
+    if backend.family == FAMILY_V6 {
+        IPV6_LEN
+    } else {
+        IPV4_LEN
+    }
+}
+
+/// The node settings, and the largest inner IP packet that still fits the
+/// MTU once encapsulated towards `backend`.
+#[inline(always)]
+pub fn room(backend: &Backend) -> Result<(&'static Control, u32), Verdict> {
+    let control = CONTROL
+        .get(0)
+        .ok_or(Verdict::drop(GlobalCounter::DropNoHeadroom))?;
+    Ok((
+        control,
+        u32::from(control.mtu).saturating_sub(outer_len(backend) as u32),
+    ))
+}
 
 /// Makes room for and writes the outer headers towards `backend`.
 #[inline(always)]
@@ -52,11 +75,7 @@ pub fn encapsulate(
     } else {
         None
     };
-    let outer_len = if backend.family == FAMILY_V6 {
-        IPV6_LEN
-    } else {
-        IPV4_LEN
-    };
+    let outer_len = outer_len(backend);
     // SAFETY: the helper only moves ctx->data; we re-derive every pointer
     // from ctx afterwards.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer_len as i32)) } != 0 {

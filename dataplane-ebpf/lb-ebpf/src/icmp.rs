@@ -50,16 +50,9 @@ pub fn forward(ctx: &XdpContext, h: &Headers) -> Result<Verdict, Verdict> {
         Some((chosen, _)) => chosen,
         None => select::from_ring(&flow, &vip)?,
     };
-    let control = maps::CONTROL
-        .get(0)
-        .ok_or(Verdict::drop(GlobalCounter::DropNoHeadroom))?;
-    let outer_len = if chosen.backend.family == FAMILY_V6 {
-        IPV6_LEN
-    } else {
-        IPV4_LEN
-    };
+    let (control, fits) = encap::room(&chosen.backend)?;
     // Never answer an ICMP error with another: too big is dropped.
-    if h.ip_len + outer_len as u32 > u32::from(control.mtu) {
+    if h.ip_len > fits {
         return Err(Verdict::drop(GlobalCounter::DropTooBig));
     }
     encap::encapsulate(ctx, h, &flow, &chosen.backend, control)?;

@@ -30,8 +30,6 @@ mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
-use lb_abi::stats::GlobalCounter;
-
 use crate::verdict::Verdict;
 
 #[xdp]
@@ -68,20 +66,9 @@ fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
             (select::from_vip(&flow, syn, &vip)?, vip.vip_index)
         }
     };
-    let control = maps::CONTROL
-        .get(0)
-        .ok_or(Verdict::drop(GlobalCounter::DropNoHeadroom))?;
-    let outer_len = if chosen.backend.family == lb_abi::FAMILY_V6 {
-        40
-    } else {
-        20
-    };
-    if headers.ip_len + outer_len > u32::from(control.mtu) {
-        return Err(toobig::answer(
-            ctx,
-            &headers,
-            u32::from(control.mtu).saturating_sub(outer_len),
-        ));
+    let (control, fits) = encap::room(&chosen.backend)?;
+    if headers.ip_len > fits {
+        return Err(toobig::answer(ctx, &headers, fits));
     }
     encap::encapsulate(ctx, &headers, &flow, &chosen.backend, control)?;
     stats::traffic(vip_index, chosen.backend_id, headers.frame_len);
