@@ -41,13 +41,17 @@
 //! assert!(table.iter().all(|&m| m < 2));
 //! ```
 
+mod end_game;
+mod fill;
 mod prime;
-
-use std::collections::HashMap;
+mod turn;
 
 pub use prime::is_prime;
 
 use lb_abi::hash::Murmur3;
+
+use crate::fill::fill;
+use crate::turn::turn_order;
 use thiserror::Error;
 
 /// Default seed of the hash that gives a backend its first preferred slot.
@@ -162,207 +166,6 @@ pub fn preference(identity: &[u8], size: u32, seeds: Seeds) -> (u32, u32) {
     let offset = Murmur3::new(seeds.offset).bytes(identity).finish() % size;
     let skip = Murmur3::new(seeds.skip).bytes(identity).finish() % (size - 1) + 1;
     (offset, skip)
-}
-
-/// One member's state while the table fills.
-struct Turn {
-    /// Index in the caller's slice, the value written to the table.
-    member: u32,
-    /// Weight after dividing by the common divisor.
-    weight: u32,
-    /// Weight accumulated towards the next claim.
-    credit: u32,
-    /// Next preferred slot.
-    next: u32,
-    skip: u32,
-}
-
-/// Validates members and lays out their turns in identity order.
-fn turn_order(members: &[Member<'_>], size: u32, seeds: Seeds) -> Result<Vec<Turn>, MaglevError> {
-    let mut order: Vec<usize> = (0..members.len()).collect();
-    order.sort_unstable_by(|&a, &b| members[a].identity.cmp(members[b].identity));
-    for pair in order.windows(2) {
-        if members[pair[0]].identity == members[pair[1]].identity {
-            let (first, second) = (pair[0].min(pair[1]), pair[0].max(pair[1]));
-            return Err(MaglevError::DuplicateMember { first, second });
-        }
-    }
-    let mut divisor = 0;
-    for (index, m) in members.iter().enumerate() {
-        if m.weight > MAX_WEIGHT {
-            return Err(MaglevError::WeightTooLarge {
-                index,
-                weight: m.weight,
-            });
-        }
-        divisor = gcd(divisor, m.weight);
-    }
-    if divisor == 0 {
-        return Err(MaglevError::ZeroTotalWeight);
-    }
-    Ok(order
-        .into_iter()
-        .filter(|&i| members[i].weight > 0)
-        .map(|i| {
-            let (offset, skip) = preference(members[i].identity, size, seeds);
-            Turn {
-                member: i as u32,
-                weight: members[i].weight / divisor,
-                credit: 0,
-                next: offset,
-                skip,
-            }
-        })
-        .collect())
-}
-
-/// Free slots left when [`fill`] stops walking preference lists and starts
-/// computing where each list next meets a free slot. Walking costs about
-/// M/F probes per claim when F slots are free; computing costs F modular
-/// products. Below this many the latter wins; the table is the same either
-/// way.
-const END_GAME: u32 = 128;
-
-fn fill(turns: &mut [Turn], size: u32) -> Vec<u32> {
-    let mut table = vec![u32::MAX; size as usize];
-    // Occupancy as bits: 8 KiB for M = 65537 stays in L1 while probing.
-    let mut taken = vec![0u64; size.div_ceil(64) as usize];
-    let mut end_game: Option<EndGame> = None;
-    let mut left = size;
-    let full = turns.iter().map(|t| t.weight).max().unwrap_or(1);
-    let (mut at, n) = (0, turns.len());
-    loop {
-        if left <= END_GAME && end_game.is_none() {
-            end_game = Some(EndGame::new(&table, turns, size));
-        }
-        let turn = &mut turns[at];
-        at = if at + 1 == n { 0 } else { at + 1 };
-        turn.credit += turn.weight;
-        if turn.credit < full {
-            continue;
-        }
-        turn.credit -= full;
-        let slot = match &mut end_game {
-            Some(end) => end.claim(turn, size),
-            None => walk(turn, &mut taken, size),
-        };
-        table[slot as usize] = turn.member;
-        left -= 1;
-        if left == 0 {
-            return table;
-        }
-    }
-}
-
-/// Walks `turn`'s preference list to its first free slot and takes it. M is
-/// prime and skip < M, so the walk visits every slot.
-#[inline]
-fn walk(turn: &mut Turn, taken: &mut [u64], size: u32) -> u32 {
-    loop {
-        let slot = turn.next;
-        turn.next += turn.skip;
-        if turn.next >= size {
-            turn.next -= size;
-        }
-        let (word, bit) = ((slot >> 6) as usize, 1u64 << (slot & 63));
-        if taken[word] & bit == 0 {
-            taken[word] |= bit;
-            return slot;
-        }
-    }
-}
-
-/// The last free slots. A turn's next slot is the free slot `s` its list
-/// reaches first from `next`: the one with the least
-/// `(s − next)·skip⁻¹ mod M`, which is what walking would find.
-struct EndGame {
-    free: Vec<u32>,
-    /// `skip⁻¹ mod M` by member index.
-    inverses: HashMap<u32, u64>,
-}
-
-impl EndGame {
-    fn new(table: &[u32], turns: &[Turn], size: u32) -> Self {
-        Self {
-            free: (0..size)
-                .filter(|&s| table[s as usize] == u32::MAX)
-                .collect(),
-            inverses: turns
-                .iter()
-                .map(|t| (t.member, mod_inverse(t.skip, size)))
-                .collect(),
-        }
-    }
-
-    fn claim(&mut self, turn: &mut Turn, size: u32) -> u32 {
-        let inverse = self.inverses[&turn.member];
-        let reduce = Barrett::new(size);
-        let (at, _) = self
-            .free
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| {
-                let ahead = if s >= turn.next {
-                    s - turn.next
-                } else {
-                    s + size - turn.next
-                };
-                (i, reduce.rem(u64::from(ahead) * inverse))
-            })
-            .min_by_key(|&(_, steps)| steps)
-            .expect("claims stop when no slot is free");
-        let slot = self.free.swap_remove(at);
-        let next = slot + turn.skip;
-        turn.next = if next >= size { next - size } else { next };
-        slot
-    }
-}
-
-/// `x mod m` by multiplication: a hardware 64-bit divide costs tens of
-/// cycles, and the end game does one per free slot per claim.
-struct Barrett {
-    m: u64,
-    /// ⌊2⁶⁴ / m⌋
-    factor: u64,
-}
-
-impl Barrett {
-    fn new(m: u32) -> Self {
-        Self {
-            m: u64::from(m),
-            factor: u64::MAX / u64::from(m),
-        }
-    }
-
-    #[inline]
-    fn rem(&self, x: u64) -> u64 {
-        let q = ((u128::from(x) * u128::from(self.factor)) >> 64) as u64;
-        // q undershoots the true quotient by at most two.
-        let mut r = x - q * self.m;
-        while r >= self.m {
-            r -= self.m;
-        }
-        r
-    }
-}
-
-/// `a⁻¹ mod m` for prime `m` and `0 < a < m` (extended Euclid).
-fn mod_inverse(a: u32, m: u32) -> u64 {
-    let (mut old_r, mut r) = (i64::from(a), i64::from(m));
-    let (mut old_s, mut s) = (1i64, 0i64);
-    while r != 0 {
-        let q = old_r / r;
-        (old_r, r) = (r, old_r - q * r);
-        (old_s, s) = (s, old_s - q * s);
-    }
-    old_s.rem_euclid(i64::from(m)) as u64
-}
-
-fn gcd(mut a: u32, mut b: u32) -> u32 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
 }
 
 #[cfg(test)]
