@@ -443,10 +443,20 @@ fn idle_udp_flows_expire_and_are_placed_anew() {
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(send(&dp), first);
     }
-    std::thread::sleep(std::time::Duration::from_millis(1300));
+    // ICMP errors about the flow follow it while it lives, but do not keep
+    // it alive: the client has gone quiet.
+    let error = frag_needed_about(17, VIP4, 53, "192.0.2.1", 5353, 28);
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        dp.runner(lb_dataplane::ProgramKind::Balancer)
+            .unwrap()
+            .run(&error)
+            .unwrap();
+    }
     assert_ne!(send(&dp), first, "an idle UDP flow is placed anew");
     let stats = dp.programmer().stats().unwrap();
     assert_eq!(stats.global(GlobalCounter::TxFlowHit), 3);
+    assert_eq!(stats.global(GlobalCounter::TxIcmpToBackend), 5);
     assert_eq!(stats.global(GlobalCounter::FlowMiss), 2);
 }
 
@@ -592,10 +602,22 @@ fn at_the_mtu_is_sent_one_byte_over_is_answered_or_dropped() {
 /// An ICMPv4 fragmentation-needed from a router, to `vip`, quoting the
 /// backend's TCP packet `vip:vport → client:cport`, cut to `quote` bytes.
 fn frag_needed(vip: &str, vport: u16, client: &str, cport: u16, quote: usize) -> Vec<u8> {
+    frag_needed_about(6, vip, vport, client, cport, quote)
+}
+
+/// [`frag_needed`] quoting a packet of IP protocol `proto`.
+fn frag_needed_about(
+    proto: u8,
+    vip: &str,
+    vport: u16,
+    client: &str,
+    cport: u16,
+    quote: usize,
+) -> Vec<u8> {
     let (v, c): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
         (vip.parse().unwrap(), client.parse().unwrap());
     let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
-    icmp.extend_from_slice(&[0x45, 0, 0x05, 0xdc, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    icmp.extend_from_slice(&[0x45, 0, 0x05, 0xdc, 0, 0, 0x40, 0, 64, proto, 0, 0]);
     icmp.extend_from_slice(&v.octets());
     icmp.extend_from_slice(&c.octets());
     icmp.extend_from_slice(&vport.to_be_bytes());

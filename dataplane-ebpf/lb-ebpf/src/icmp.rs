@@ -46,7 +46,7 @@ pub fn forward(ctx: &XdpContext, h: &Headers) -> Result<Verdict, Verdict> {
     vip::prefilter(&vip_key)?;
     let vip = vip::lookup(&vip_key)?;
     vip::check(h)?;
-    let chosen = match select::flow_hit(&flow) {
+    let chosen = match select::flow_hit(&flow, select::Lookup::IcmpError) {
         Some((chosen, _)) => chosen,
         None => select::from_ring(&flow, &vip)?,
     };

@@ -52,7 +52,11 @@ fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     let (flow, syn) = parse::flow_key(ctx, &headers, &vip_key)?;
     // A SYN starts a new connection: it must not inherit a stale decision
     // from an earlier connection on the same 5-tuple.
-    let hit = if syn { None } else { select::flow_hit(&flow) };
+    let hit = if syn {
+        None
+    } else {
+        select::flow_hit(&flow, select::Lookup::Traffic)
+    };
     let (chosen, vip_index) = match hit {
         Some(hit) => {
             // A hit skips the VIP lookup, not the checks VIP traffic is

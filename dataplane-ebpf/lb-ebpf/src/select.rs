@@ -62,12 +62,23 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, V
     Ok(chosen)
 }
 
+/// Why the flow table is consulted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A packet of the flow: a hit keeps a UDP flow alive.
+    Traffic,
+    /// An ICMP error about the flow: it is steered like the flow but is no
+    /// sign the client is still there, so it does not.
+    IcmpError,
+}
+
 /// The flow table's backend for an established flow, with the VIP's stats
 /// index: honoured only while the VIP that placed it is in the same
-/// generation and the backend still holds its id. A hit needs no VIP
-/// lookup: the generation check stands for it.
+/// generation, the backend still holds its id and, for UDP, the flow has
+/// not idled past its timeout. A hit needs no VIP lookup: the generation
+/// check stands for it.
 #[inline(always)]
-pub fn flow_hit(key: &FlowKey) -> Option<(Selection, u32)> {
+pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     let entry = FLOWS.get_ptr_mut(key)?;
     // SAFETY: the LRU may recycle this element after we return; we copy the
     // fields now, and a torn read could only pair a flow with another valid
@@ -80,6 +91,13 @@ pub fn flow_hit(key: &FlowKey) -> Option<(Selection, u32)> {
             (*entry).vip_generation,
         )
     };
+    if VIP_GENERATIONS.get(vip_index).copied() != Some(vip_generation) || vip_generation == 0 {
+        return None;
+    }
+    let current = BACKENDS.get(backend_id)?;
+    if current.generation != backend.generation {
+        return None;
+    }
     if key.proto == PROTO_UDP {
         // SAFETY: a helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
@@ -89,14 +107,12 @@ pub fn flow_hit(key: &FlowKey) -> Option<(Selection, u32)> {
         if now.wrapping_sub(*last_seen) > udp_flow_timeout_ns() {
             return None;
         }
-        *last_seen = now;
-    }
-    if VIP_GENERATIONS.get(vip_index).copied() != Some(vip_generation) || vip_generation == 0 {
-        return None;
-    }
-    let current = BACKENDS.get(backend_id)?;
-    if current.generation != backend.generation {
-        return None;
+        // Refreshed only once the entry is known to be honoured: a stale
+        // entry is about to be replaced, and an ICMP error is not the
+        // client's traffic.
+        if lookup == Lookup::Traffic {
+            *last_seen = now;
+        }
     }
     let chosen = Selection {
         backend,
