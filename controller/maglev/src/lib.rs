@@ -7,6 +7,12 @@
 //! still free until all M slots are owned. Preference entries are computed
 //! as the fill goes, so memory is O(N) beside the table itself.
 //!
+//! The code follows the build: `turn` validates members and lays out their
+//! turns, `fill` walks preference lists (several entries a step, as the
+//! table fills) and `end_game` claims the last free slots by arithmetic
+//! instead of walking. Only the speed differs from the paper's plain walk;
+//! a property test holds them equal.
+//!
 //! # Determinism
 //! The table is a pure function of the set of (identity, weight) pairs, M
 //! and the [`Seeds`]. Identities are hashed with MurmurHash3 x86_32 (bytes
