@@ -26,6 +26,7 @@ use lb_abi::{
     control::CONTROL,
     filter::{VIP_ADDRS, VIP_FILTER, filter_bit},
     flow::{FLOWS, FlowKey, FlowValue},
+    flow_cache::{FLOW_CACHE_EPOCHS, FLOW_CACHE_SLOTS},
     ring::{INNER_MAP_FLAGS, NO_RING, RINGS},
     stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS, VipKey, VipValue, flags},
@@ -50,6 +51,7 @@ pub(crate) struct Maps {
     pub(crate) vip_generations: Array<MapData, u32>,
     pub(crate) backends: Array<MapData, Backend>,
     pub(crate) flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+    pub(crate) flow_cache_epochs: Array<MapData, u64>,
     pub(crate) rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
     pub(crate) control: Array<MapData, lb_abi::control::Control>,
     pub(crate) filter: Array<MapData, u64>,
@@ -281,7 +283,7 @@ impl Programmer {
             .map_err(map_err(RINGS, "barrier"))
     }
 
-    /// Removes every flow-table entry.
+    /// Removes every flow-table entry, and every CPU's cached copy of one.
     pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
         let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(Result::ok).collect();
         for k in keys {
@@ -289,6 +291,18 @@ impl Programmer {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_err(FLOWS, "remove")(e)),
             }
+        }
+        // After the removals: a copy taken before this bump is not honoured.
+        // A racing in-kernel bump of the same slot can be lost here, but
+        // either write leaves the epoch changed, which is all that counts.
+        for index in 0..FLOW_CACHE_SLOTS {
+            let epochs = &mut self.maps.flow_cache_epochs;
+            let epoch = epochs
+                .get(&index, 0)
+                .map_err(map_err(FLOW_CACHE_EPOCHS, "read"))?;
+            epochs
+                .set(index, &epoch.wrapping_add(1), 0)
+                .map_err(map_err(FLOW_CACHE_EPOCHS, "bump"))?;
         }
         Ok(())
     }

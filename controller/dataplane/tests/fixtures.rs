@@ -373,15 +373,7 @@ fn past_the_flood_threshold_new_flows_are_balanced_but_not_recorded() {
         ))
         .unwrap();
     // The guard counts per CPU: keep every run on one.
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
-    unsafe {
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut one);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one),
-            0
-        );
-    }
+    pin_to_cpu(0);
     let runner = dp.runner(lb_dataplane::ProgramKind::Balancer).unwrap();
     for port in 0..30u16 {
         let out = runner

@@ -12,6 +12,12 @@
 //! expiring after their idle timeout, and the SYN-flood guard. It answers as
 //! the program does when neither applies (idle times below the timeout, new
 //! flows below the flood threshold).
+//!
+//! The model's flow table never evicts, and the program's per-CPU flow
+//! cache (`lb_abi::flow_cache`) is not modelled: it holds copies of table
+//! entries honoured under the same checks, so it changes nothing the model
+//! answers. (It can keep a flow whose entry the kernel's LRU evicted, which
+//! the model, evicting nothing, agrees with.)
 
 pub mod frame;
 mod state;

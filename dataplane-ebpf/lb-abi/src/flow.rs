@@ -2,7 +2,9 @@
 //!
 //! Map [`FLOWS`]: LRU hash [`FlowKey`] → [`FlowValue`], sized by userspace at
 //! load time. Written by the balancer (on a miss, and on every TCP SYN), read
-//! by the balancer; userspace may read it or clear it.
+//! by the balancer; userspace may read it or clear it (and must then
+//! invalidate the flow cache, [`crate::flow_cache`], whose copies of TCP
+//! entries answer most hits).
 //!
 //! The value carries a copy of the backend it chose and the VIP's
 //! generation, so a hit needs only two array loads (the VIP's and the

@@ -28,6 +28,7 @@ pub mod decap;
 pub mod filter;
 pub mod flood;
 pub mod flow;
+pub mod flow_cache;
 pub mod hash;
 pub mod limits;
 pub mod ring;

@@ -4,9 +4,10 @@
 //! - `balancer`: packets to a VIP go to a backend chosen by the flow table or
 //!   the VIP's Maglev ring, encapsulated IP-in-IP and sent back out with
 //!   `XDP_TX`; everything else is passed untouched. The path: `parse` →
-//!   `vip::prefilter` (address bitmap) → `select::flow_hit` (non-SYN) or
-//!   `vip::lookup` + `select::from_vip` (ring) → MTU check (`toobig`) →
-//!   `encap`. ICMP errors about VIP flows take `icmp`.
+//!   `vip::prefilter` (address bitmap) → `select::flow_hit` (non-SYN: this
+//!   CPU's flow cache, then the flow table) or `vip::lookup` +
+//!   `select::from_vip` (ring) → MTU check (`toobig`) → `encap`. ICMP errors
+//!   about VIP flows take `icmp`.
 //! - `pass`: returns `XDP_PASS`. Native XDP on a veth only delivers `XDP_TX`
 //!   frames to a peer that has a program attached; this is that program, and
 //!   the empty baseline of the benchmarks.
@@ -15,6 +16,9 @@
 //! action and the one counter that records it.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the BPF target has no atomic read-modify-write types.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod csum;
 mod encap;

@@ -13,6 +13,7 @@ use lb_abi::{
     filter::FILTER_WORDS,
     flood::FloodWindow,
     flow::{FlowKey, FlowValue},
+    flow_cache::{FLOW_CACHE_SLOTS, FlowCacheSlot},
     limits::placeholder,
     ring::INNER_MAP_FLAGS,
     stats::{GLOBAL_COUNTERS, TrafficCounters},
@@ -33,6 +34,13 @@ pub static BACKENDS: Array<Backend, { placeholder::BACKENDS }> = Array::new();
 
 #[btf_map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue, { placeholder::FLOWS }> = LruHashMap::new();
+
+#[btf_map]
+pub static FLOW_CACHE: PerCpuArray<FlowCacheSlot, { FLOW_CACHE_SLOTS as usize }> =
+    PerCpuArray::new();
+
+#[btf_map]
+pub static FLOW_CACHE_EPOCHS: Array<u64, { FLOW_CACHE_SLOTS as usize }> = Array::new();
 
 #[btf_map]
 pub static RINGS: ArrayOfMaps<

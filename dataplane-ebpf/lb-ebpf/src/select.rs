@@ -1,11 +1,14 @@
-//! Backend selection: the flow table first (before the VIP is even looked
-//! up), then the VIP's Maglev ring.
+//! Backend selection: this CPU's flow cache and the flow table first (before
+//! the VIP is even looked up), then the VIP's Maglev ring.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
 use lb_abi::{
     FAMILY_V6, PROTO_UDP,
     backend::{Backend, EMPTY_GENERATION},
     flow::{FlowKey, FlowValue},
+    flow_cache::{FlowCacheSlot, flow_cache_index, same_flow},
     hash::flow_hash,
     ring::NO_RING,
     stats::GlobalCounter,
@@ -14,7 +17,10 @@ use lb_abi::{
 
 use crate::{
     flood,
-    maps::{BACKENDS, FLOWS, RINGS, VIP_GENERATIONS, ring_size, udp_flow_timeout_ns},
+    maps::{
+        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOWS, RINGS, VIP_GENERATIONS, ring_size,
+        udp_flow_timeout_ns,
+    },
     stats,
     verdict::Verdict,
 };
@@ -58,6 +64,8 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, V
         // A full LRU evicts; a failed insert only costs affinity, never the
         // packet.
         let _ = FLOWS.insert(key, &value, u64::from(BPF_ANY));
+        // After the write: a copy taken before it is no longer honoured.
+        bump_epoch(flow_cache_index(key));
     }
     Ok(chosen)
 }
@@ -76,50 +84,117 @@ pub enum Lookup {
 /// index: honoured only while the VIP that placed it is in the same
 /// generation, the backend still holds its id and, for UDP, the flow has
 /// not idled past its timeout. A hit needs no VIP lookup: the generation
-/// check stands for it.
+/// check stands for it. TCP flows are answered from this CPU's flow cache
+/// when it holds a current copy (see `lb_abi::flow_cache`).
 #[inline(always)]
 pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
+    if key.proto == PROTO_UDP {
+        return udp_flow_hit(key, lookup);
+    }
+    let index = flow_cache_index(key);
+    // Read before the table: a write to the table after this read bumps
+    // the epoch, so a copy of what we read is never honoured past it.
+    let epoch = read_epoch(index)?;
+    let slot = FLOW_CACHE.get_ptr_mut(index)?;
+    // SAFETY: this CPU's slot; only this CPU's programs touch it, one at a
+    // time.
+    let slot = unsafe { &mut *slot };
+    if slot.epoch == epoch && same_flow(&slot.key, key) {
+        return honoured(&slot.value);
+    }
+    let value = table_entry(key)?;
+    let hit = honoured(&value)?;
+    *slot = FlowCacheSlot {
+        key: *key,
+        value,
+        epoch,
+    };
+    Some(hit)
+}
+
+/// A UDP flow's entry, straight from the table: a hit refreshes the
+/// entry's last-seen time, which a cached copy would not.
+#[inline(always)]
+fn udp_flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     let entry = FLOWS.get_ptr_mut(key)?;
+    let value = copy_entry(entry);
+    let hit = honoured(&value)?;
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: as in `copy_entry`; an aligned u64 store, so readers on other
+    // CPUs see the old time or the new one.
+    let last_seen = unsafe { &mut (*entry).last_seen_ns };
+    if now.wrapping_sub(*last_seen) > udp_flow_timeout_ns() {
+        return None;
+    }
+    // Refreshed only once the entry is known to be honoured: a stale entry
+    // is about to be replaced, and an ICMP error is not the client's
+    // traffic.
+    if lookup == Lookup::Traffic {
+        *last_seen = now;
+    }
+    Some(hit)
+}
+
+#[inline(always)]
+fn table_entry(key: &FlowKey) -> Option<FlowValue> {
+    FLOWS.get_ptr_mut(key).map(copy_entry)
+}
+
+/// The fields a hit uses, copied out of a table entry.
+#[inline(always)]
+fn copy_entry(entry: *mut FlowValue) -> FlowValue {
     // SAFETY: the LRU may recycle this element after we return; we copy the
     // fields now, and a torn read could only pair a flow with another valid
-    // backend, which the generation checks below then reject.
-    let (backend_id, backend, vip_index, vip_generation) = unsafe {
-        (
-            (*entry).backend_id,
-            (*entry).backend,
-            (*entry).vip_index,
-            (*entry).vip_generation,
-        )
-    };
-    if VIP_GENERATIONS.get(vip_index).copied() != Some(vip_generation) || vip_generation == 0 {
+    // backend, which the generation checks in `honoured` then reject.
+    unsafe {
+        FlowValue {
+            backend: (*entry).backend,
+            backend_id: (*entry).backend_id,
+            vip_index: (*entry).vip_index,
+            vip_generation: (*entry).vip_generation,
+            _pad: 0,
+            last_seen_ns: 0,
+        }
+    }
+}
+
+/// `value`'s backend, if the VIP that placed it is in the same generation
+/// and the backend still holds its id.
+#[inline(always)]
+fn honoured(value: &FlowValue) -> Option<(Selection, u32)> {
+    let generation = VIP_GENERATIONS.get(value.vip_index).copied();
+    if generation != Some(value.vip_generation) || value.vip_generation == 0 {
         return None;
     }
-    let current = BACKENDS.get(backend_id)?;
-    if current.generation != backend.generation {
+    let current = BACKENDS.get(value.backend_id)?;
+    if current.generation != value.backend.generation {
         return None;
-    }
-    if key.proto == PROTO_UDP {
-        // SAFETY: a helper without arguments.
-        let now = unsafe { bpf_ktime_get_ns() };
-        // SAFETY: as above; an aligned u64 store, so readers on other CPUs
-        // see the old time or the new one.
-        let last_seen = unsafe { &mut (*entry).last_seen_ns };
-        if now.wrapping_sub(*last_seen) > udp_flow_timeout_ns() {
-            return None;
-        }
-        // Refreshed only once the entry is known to be honoured: a stale
-        // entry is about to be replaced, and an ICMP error is not the
-        // client's traffic.
-        if lookup == Lookup::Traffic {
-            *last_seen = now;
-        }
     }
     let chosen = Selection {
-        backend,
-        backend_id,
+        backend: value.backend,
+        backend_id: value.backend_id,
         via: GlobalCounter::TxFlowHit,
     };
-    Some((chosen, vip_index))
+    Some((chosen, value.vip_index))
+}
+
+#[inline(always)]
+fn read_epoch(index: u32) -> Option<u64> {
+    let epoch = FLOW_CACHE_EPOCHS.get_ptr(index)?;
+    // SAFETY: an aligned u64 in a shared array; other CPUs bump it
+    // atomically, so this load sees a whole value.
+    Some(unsafe { core::ptr::read_volatile(epoch) })
+}
+
+#[inline(always)]
+fn bump_epoch(index: u32) {
+    if let Some(epoch) = FLOW_CACHE_EPOCHS.get_ptr_mut(index) {
+        // SAFETY: an aligned u64 in a map value; concurrent bumps from other
+        // CPUs are atomic adds too, so none is lost. (The BPF target has no
+        // `AtomicU64::fetch_add`; this is the instruction it would be.)
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(epoch, 1) };
+    }
 }
 
 /// The VIP's ring's choice for `key`; records nothing.

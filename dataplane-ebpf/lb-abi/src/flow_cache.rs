@@ -1,0 +1,106 @@
+//! The flow cache: a per-CPU, direct-mapped copy of recent flow-table hits.
+//!
+//! A flow-table hit is a hash-map lookup: hashing a 40-byte key and walking
+//! a bucket. The cache answers a TCP flow's next packets with one array
+//! load and a key compare instead. It holds copies of [`FLOWS`] entries and
+//! never decides anything itself: an entry is honoured under the same VIP
+//! and backend generation checks as the table's.
+//!
+//! Maps:
+//! - [`FLOW_CACHE`]: per-CPU array of [`FLOW_CACHE_SLOTS`] [`FlowCacheSlot`]s,
+//!   indexed by [`flow_cache_index`]. Written and read by the balancer only.
+//! - [`FLOW_CACHE_EPOCHS`]: array of [`FLOW_CACHE_SLOTS`] `u64`, shared by
+//!   all CPUs. Every write to the flow table for a key bumps its index's
+//!   epoch (atomically); a cached copy is honoured only while the epoch it
+//!   was filled under is current. So a flow placed anew on one CPU (a SYN)
+//!   is never answered from another CPU's older copy, and userspace
+//!   invalidates every copy by bumping every epoch (after clearing flows).
+//!
+//! UDP flows are not cached: each hit refreshes the entry's last-seen time
+//! in the table, which the cache would hide.
+//!
+//! [`FLOWS`]: crate::flow::FLOWS
+
+use crate::flow::{FlowKey, FlowValue};
+
+/// Name of the per-CPU cache map in the eBPF object.
+pub const FLOW_CACHE: &str = "FLOW_CACHE";
+/// Name of the shared epoch array in the eBPF object.
+pub const FLOW_CACHE_EPOCHS: &str = "FLOW_CACHE_EPOCHS";
+/// Slots per CPU (and epochs). A power of two: 4096 × 96 bytes per CPU.
+pub const FLOW_CACHE_SLOTS: u32 = 4096;
+
+/// One cached flow-table entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCacheSlot {
+    pub key: FlowKey,
+    pub value: FlowValue,
+    /// [`FLOW_CACHE_EPOCHS`] at the slot's index when the copy was taken.
+    /// (An empty slot is all zero; its key's family 0 matches no packet.)
+    pub epoch: u64,
+}
+
+/// The cache slot (and epoch) of `key`: its words folded by XOR, the
+/// destination rotated so that swapping source and destination moves it,
+/// spread by a Fibonacci multiply.
+#[inline(always)]
+pub const fn flow_cache_index(key: &FlowKey) -> u32 {
+    let src = key.src[0] ^ key.src[1] ^ key.src[2] ^ key.src[3];
+    let dst = key.dst[0] ^ key.dst[1] ^ key.dst[2] ^ key.dst[3];
+    let ports = key.src_port as u32 | (key.dst_port as u32) << 16;
+    let fold = src ^ dst.rotate_left(13) ^ ports ^ key.proto as u32;
+    fold.wrapping_mul(0x9e37_79b1) >> (32 - FLOW_CACHE_SLOTS.trailing_zeros())
+}
+
+/// Whether two keys are the same flow: word by word, with one branch.
+#[inline(always)]
+pub const fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    let mut diff = 0;
+    let mut i = 0;
+    while i < 4 {
+        diff |= (a.src[i] ^ b.src[i]) | (a.dst[i] ^ b.dst[i]);
+        i += 1;
+    }
+    diff |= (a.src_port ^ b.src_port) as u32 | ((a.dst_port ^ b.dst_port) as u32) << 16;
+    diff |= (a.proto ^ b.proto) as u32 | ((a.family ^ b.family) as u32) << 8;
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn layout_is_pinned() {
+        assert_eq!(size_of::<FlowCacheSlot>(), 96);
+        assert!(FLOW_CACHE_SLOTS.is_power_of_two());
+    }
+
+    #[test]
+    fn index_is_in_range_and_depends_on_every_field() {
+        let key = FlowKey {
+            src: [1, 2, 3, 4],
+            dst: [5, 6, 7, 8],
+            src_port: 9,
+            dst_port: 10,
+            proto: 6,
+            family: 6,
+            _pad: [0; 2],
+        };
+        assert!(flow_cache_index(&key) < FLOW_CACHE_SLOTS);
+        let mut swapped = key;
+        (swapped.src, swapped.dst) = (key.dst, key.src);
+        assert_ne!(flow_cache_index(&key), flow_cache_index(&swapped));
+        let mut other_port = key;
+        other_port.src_port = 11;
+        assert_ne!(flow_cache_index(&key), flow_cache_index(&other_port));
+        assert!(same_flow(&key, &key));
+        assert!(!same_flow(&key, &other_port));
+        let mut other_family = key;
+        other_family.family = 4;
+        assert!(!same_flow(&key, &other_family));
+    }
+}
