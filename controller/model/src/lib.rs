@@ -32,7 +32,7 @@ use lb_abi::{
     backend::{Backend, EMPTY_GENERATION},
     control::blend,
     flow::{FlowKey, FlowValue},
-    hash::{flow_hash, outer_source_mix},
+    hash::{flow_hash, outer_source_mix, ring_index},
     ring::NO_RING,
     stats::GlobalCounter,
     vip::flags,
@@ -394,7 +394,7 @@ fn ring_pick(
     }
     let hash = flow_hash(key, vip.flags & flags::HASH_SRC_ONLY != 0);
     let id = *ring
-        .get((hash % state.ring_size) as usize)
+        .get(ring_index(hash, state.ring_size) as usize)
         .ok_or(GlobalCounter::DropNoBackend)?;
     let backend = *state
         .backends

@@ -13,7 +13,7 @@
 //! destination port's, and `proto` is the protocol number. With the VIP flag
 //! [`crate::vip::flags::HASH_SRC_ONLY`] only the source words are hashed.
 //! The length mixed into the finaliser is the number of bytes hashed. The
-//! ring index is `hash % M`.
+//! ring index is [`ring_index`]: `⌊hash · M / 2³²⌋`.
 //!
 //! Every load-balancer node computes the same hash for the same packet, so a
 //! flow that ECMP moves between nodes keeps its backend.
@@ -116,6 +116,16 @@ pub fn flow_hash(key: &FlowKey, src_only: bool) -> u32 {
     h.finish()
 }
 
+/// The slot of a ring of `ring_size` entries that `hash` picks:
+/// `⌊hash · M / 2³²⌋`, which spreads a uniform hash as evenly as `hash % M`
+/// does (slot counts differ by at most one) with a multiply instead of a
+/// divide: M is only known at load time, so `%` would stay a division in
+/// the program.
+#[inline(always)]
+pub const fn ring_index(hash: u32, ring_size: u32) -> u32 {
+    ((hash as u64 * ring_size as u64) >> 32) as u32
+}
+
 /// The per-flow bits blended into the outer source address: the source
 /// address words folded by XOR, XOR the source port spread over the word by
 /// a multiply (so port changes move high bits too). Cheap enough to recompute
@@ -172,6 +182,20 @@ mod tests {
         assert_eq!(flow_hash(&k, false), expect);
         // Golden value: changing it changes every node's flow placement.
         assert_eq!(flow_hash(&k, false), 0x0cf5_4ff3);
+    }
+
+    #[test]
+    fn ring_index_stays_in_the_ring_and_covers_it() {
+        assert_eq!(ring_index(0, 65_537), 0);
+        assert_eq!(ring_index(u32::MAX, 65_537), 65_536);
+        assert_eq!(ring_index(u32::MAX, 1), 0);
+        let m = 13;
+        let mut seen = [0u32; 13];
+        for h in (0..u32::MAX).step_by(65_537) {
+            seen[ring_index(h, m) as usize] += 1;
+        }
+        let (lo, hi) = (seen.iter().min().unwrap(), seen.iter().max().unwrap());
+        assert!(hi - lo <= 1, "{seen:?}");
     }
 
     #[test]

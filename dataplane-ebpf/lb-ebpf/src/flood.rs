@@ -1,9 +1,11 @@
 //! The SYN-flood guard; see `lb_abi::flood`.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_abi::flood::WINDOW_NS;
 
-use crate::maps::{FLOOD, flood_threshold};
+use crate::{
+    clock,
+    maps::{FLOOD, flood_threshold},
+};
 
 /// Counts a new flow; `false` when this CPU is over the threshold and the
 /// flow should not be recorded.
@@ -18,8 +20,7 @@ pub fn admit_new_flow() -> bool {
     };
     // SAFETY: a per-CPU slot, only this CPU touches it.
     let window = unsafe { &mut *window };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::now_ns();
     if now.wrapping_sub(window.start_ns) >= WINDOW_NS {
         window.start_ns = now;
         window.new_flows = 0;

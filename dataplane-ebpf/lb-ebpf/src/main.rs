@@ -20,6 +20,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod clock;
 mod csum;
 mod encap;
 mod flood;

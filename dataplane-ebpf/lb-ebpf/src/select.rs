@@ -3,20 +3,20 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
+use aya_ebpf::bindings::BPF_ANY;
 use lb_abi::{
     FAMILY_V6, PROTO_UDP,
     backend::{Backend, EMPTY_GENERATION},
     flow::{FlowKey, FlowValue},
     flow_cache::{FlowCacheSlot, flow_cache_index, same_flow},
-    hash::flow_hash,
+    hash::{flow_hash, ring_index},
     ring::NO_RING,
     stats::GlobalCounter,
     vip::{VipValue, flags},
 };
 
 use crate::{
-    flood,
+    clock, flood,
     maps::{
         BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOWS, RINGS, VIP_GENERATIONS, ring_size,
         udp_flow_timeout_ns,
@@ -54,9 +54,8 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, V
             vip_index: vip.vip_index,
             vip_generation: vip.generation,
             _pad: 0,
-            // SAFETY: a helper without arguments.
             last_seen_ns: if key.proto == PROTO_UDP {
-                unsafe { bpf_ktime_get_ns() }
+                clock::now_ns()
             } else {
                 0
             },
@@ -119,8 +118,7 @@ fn udp_flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     let entry = FLOWS.get_ptr_mut(key)?;
     let value = copy_entry(entry);
     let hit = honoured(&value)?;
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::now_ns();
     // SAFETY: as in `copy_entry`; an aligned u64 store, so readers on other
     // CPUs see the old time or the new one.
     let last_seen = unsafe { &mut (*entry).last_seen_ns };
@@ -204,11 +202,7 @@ pub fn from_ring(key: &FlowKey, vip: &VipValue) -> Result<Selection, Verdict> {
         return Err(Verdict::drop(GlobalCounter::DropNoBackend));
     }
     let hash = flow_hash(key, vip.flags & flags::HASH_SRC_ONLY != 0);
-    // The loader never sets M to zero; the check keeps a panic path out of
-    // the program.
-    let index = hash
-        .checked_rem(ring_size())
-        .ok_or(Verdict::drop(GlobalCounter::DropNoBackend))?;
+    let index = ring_index(hash, ring_size());
     let backend_id = *RINGS
         .get_value(vip.ring_slot, &index)
         .ok_or(Verdict::drop(GlobalCounter::DropNoBackend))?;
