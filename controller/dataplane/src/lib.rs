@@ -51,7 +51,7 @@ use lb_abi::{
     filter::{VIP_ADDRS, VIP_FILTER},
     flood::FLOOD_THRESHOLD,
     flow::{FLOWS, UDP_FLOW_TIMEOUT_NS},
-    flow_cache::FLOW_CACHE_EPOCHS,
+    flow_cache::{FLOW_CACHE_ENABLED, FLOW_CACHE_EPOCHS},
     ring::{RING_SIZE, RINGS},
     stats::{BACKEND_STATS, GLOBAL_STATS, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS},
@@ -103,10 +103,12 @@ impl Dataplane {
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
         options.validate()?;
         let bench_restore = u8::from(options.bench_restore);
+        let flow_cache = u8::from(options.flow_cache);
         let udp_timeout_ns = options.udp_flow_timeout.as_nanos() as u64;
         let mut ebpf = EbpfLoader::new()
             .override_global(RING_SIZE, &options.ring_size, true)
             .override_global("BENCH_RESTORE", &bench_restore, true)
+            .override_global(FLOW_CACHE_ENABLED, &flow_cache, true)
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
             .override_global(UDP_FLOW_TIMEOUT_NS, &udp_timeout_ns, true)
             .map_max_entries(VIPS, options.max_vips)

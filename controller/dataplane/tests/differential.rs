@@ -292,9 +292,15 @@ fn mutate(mut f: Vec<u8>, spec: &FrameSpec) -> Vec<u8> {
     f
 }
 
-fn run_case(vips: &[VipSpec], frames: &[FrameSpec], mtu: u16) -> Result<(), TestCaseError> {
+fn run_case(
+    vips: &[VipSpec],
+    frames: &[FrameSpec],
+    mtu: u16,
+    flow_cache: bool,
+) -> Result<(), TestCaseError> {
     let mut dp = Dataplane::load(&LoadOptions {
         ring_size: RING_SIZE,
+        flow_cache,
         ..small_options(RING_SIZE)
     })
     .expect("load dataplane (run as root)");
@@ -352,7 +358,9 @@ proptest! {
         frames in prop::collection::vec(frame_spec(), FRAMES_PER_CASE),
         // Small MTUs put many frames over the limit once encapsulated.
         mtu in prop_oneof![Just(1500u16), 128..200u16],
+        // With and without the flow cache: the answers must not differ.
+        flow_cache in any::<bool>(),
     ) {
-        run_case(&vips, &frames, mtu)?;
+        run_case(&vips, &frames, mtu, flow_cache)?;
     }
 }

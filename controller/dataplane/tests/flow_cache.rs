@@ -1,13 +1,16 @@
 //! The per-CPU flow cache in front of the flow table: a copy is honoured
-//! only while no CPU has written the table for its slot since, and userspace
-//! clearing the flows drops every copy.
+//! only while no CPU has written the table for its slot since, userspace
+//! clearing the flows drops every copy, and the load-time switch turns it
+//! off.
 
 mod common;
 
 use common::*;
 use etherparse::{NetSlice, SlicedPacket};
+use lb_abi::flow::FlowKey;
+use lb_abi::flow_cache::flow_cache_index;
 use lb_abi::stats::GlobalCounter;
-use lb_dataplane::{Dataplane, ProgramKind, Protocol};
+use lb_dataplane::{Dataplane, LoadOptions, ProgramKind, Protocol};
 
 const VIP: &str = "10.0.0.100";
 const BACKENDS: [&str; 3] = ["10.1.0.1", "10.1.0.2", "10.1.0.3"];
@@ -41,7 +44,15 @@ fn drain(dp: &mut Dataplane, drained: &str) {
 }
 
 fn loaded() -> Dataplane {
-    let mut dp = dataplane(1021);
+    loaded_with(LoadOptions {
+        flow_cache: true,
+        ..small_options(1021)
+    })
+}
+
+fn loaded_with(options: LoadOptions) -> Dataplane {
+    let mut dp = Dataplane::load(&options).expect("load dataplane (run as root)");
+    dp.programmer().set_node(&node()).unwrap();
     let all: Vec<(&str, u32)> = BACKENDS.iter().map(|b| (*b, 1)).collect();
     dp.programmer()
         .upsert_vip(&vip(VIP, 80, Protocol::Tcp, &all))
@@ -94,4 +105,78 @@ fn clearing_the_flows_drops_every_cached_copy() {
     let stats = dp.programmer().stats().unwrap();
     assert_eq!(stats.global(GlobalCounter::TxFlowHit), 2);
     assert_eq!(stats.global(GlobalCounter::FlowMiss), 1);
+}
+
+/// The flow key of a TCP packet `client:port → VIP:80`, as the program
+/// builds it.
+fn key(client: std::net::Ipv4Addr, port: u16) -> FlowKey {
+    FlowKey {
+        src: [u32::from_ne_bytes(client.octets()), 0, 0, 0],
+        dst: [
+            u32::from_ne_bytes(VIP.parse::<std::net::Ipv4Addr>().unwrap().octets()),
+            0,
+            0,
+            0,
+        ],
+        src_port: port.to_be(),
+        dst_port: 80u16.to_be(),
+        proto: lb_abi::PROTO_TCP,
+        family: lb_abi::FAMILY_V4,
+        _pad: [0; 2],
+    }
+}
+
+/// Evicts one flow from a small flow table and asks for it again: with the
+/// cache on, this CPU's copy still answers (affinity outlives the LRU
+/// entry); with it off, every hit is the table's, so the flow is placed
+/// anew. Shows the switch works and what the cache adds.
+fn evicted_flow_goes_to(flow_cache: bool) -> (String, String, u64) {
+    let mut dp = loaded_with(LoadOptions {
+        flow_cache,
+        flow_table_entries: 128,
+        ..small_options(1021)
+    });
+    pin_to_cpu(0);
+    let client: std::net::Ipv4Addr = "192.0.2.3".parse().unwrap();
+    let kept = flow_cache_index(&key(client, 40002));
+    let syn = tcp(&client.to_string(), 40002, VIP, 80, Tcp::Syn, b"");
+    let ack = tcp(&client.to_string(), 40002, VIP, 80, Tcp::Ack, b"data");
+    let first = send(&dp, &syn);
+    assert_eq!(send(&dp, &ack), first);
+    drain(&mut dp, &first);
+    // Fill the table with flows that leave this flow's cache slot alone,
+    // each used twice so that the LRU holds them as dear as this one.
+    let mut placed = 0;
+    for n in 0..4000u32 {
+        let other = std::net::Ipv4Addr::from(0xc633_6400 + n);
+        if flow_cache_index(&key(other, 1000)) == kept {
+            continue;
+        }
+        let other = other.to_string();
+        send(&dp, &tcp(&other, 1000, VIP, 80, Tcp::Syn, b""));
+        send(&dp, &tcp(&other, 1000, VIP, 80, Tcp::Ack, b""));
+        placed += 1;
+    }
+    assert!(placed > 3000);
+    let after = send(&dp, &ack);
+    let misses = dp
+        .programmer()
+        .stats()
+        .unwrap()
+        .global(GlobalCounter::FlowMiss);
+    (first, after, misses)
+}
+
+#[test]
+fn with_the_cache_on_an_evicted_flow_keeps_its_backend() {
+    let (first, after, misses) = evicted_flow_goes_to(true);
+    assert_eq!(after, first);
+    assert_eq!(misses, 0);
+}
+
+#[test]
+fn with_the_cache_off_every_hit_is_the_tables() {
+    let (first, after, misses) = evicted_flow_goes_to(false);
+    assert_ne!(after, first, "the evicted flow was answered from a cache");
+    assert_eq!(misses, 1);
 }

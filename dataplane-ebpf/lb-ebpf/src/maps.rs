@@ -111,6 +111,18 @@ pub fn udp_flow_timeout_ns() -> u64 {
     unsafe { core::ptr::read_volatile(&UDP_FLOW_TIMEOUT_NS) }
 }
 
+/// Non-zero: TCP hits may be answered from the flow cache (see
+/// `lb_abi::flow_cache` for why it is a switch). Set by the loader; the
+/// verifier prunes the cache path when zero.
+#[unsafe(no_mangle)]
+static FLOW_CACHE_ENABLED: u8 = 0;
+
+#[inline(always)]
+pub fn flow_cache_enabled() -> bool {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&FLOW_CACHE_ENABLED) != 0 }
+}
+
 #[inline(always)]
 pub fn bench_restore() -> bool {
     // SAFETY: as above.

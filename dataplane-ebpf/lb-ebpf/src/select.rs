@@ -18,8 +18,8 @@ use lb_abi::{
 use crate::{
     clock, flood,
     maps::{
-        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOWS, RINGS, VIP_GENERATIONS, ring_size,
-        udp_flow_timeout_ns,
+        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOWS, RINGS, VIP_GENERATIONS, flow_cache_enabled,
+        ring_size, udp_flow_timeout_ns,
     },
     stats,
     verdict::Verdict,
@@ -87,8 +87,8 @@ pub enum Lookup {
 /// when it holds a current copy (see `lb_abi::flow_cache`).
 #[inline(always)]
 pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
-    if key.proto == PROTO_UDP {
-        return udp_flow_hit(key, lookup);
+    if key.proto == PROTO_UDP || !flow_cache_enabled() {
+        return table_hit(key, lookup);
     }
     let index = flow_cache_index(key);
     // Read before the table: a write to the table after this read bumps
@@ -111,13 +111,16 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     Some(hit)
 }
 
-/// A UDP flow's entry, straight from the table: a hit refreshes the
+/// A flow's entry, straight from the table. A UDP hit refreshes the
 /// entry's last-seen time, which a cached copy would not.
 #[inline(always)]
-fn udp_flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
+fn table_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     let entry = FLOWS.get_ptr_mut(key)?;
     let value = copy_entry(entry);
     let hit = honoured(&value)?;
+    if key.proto != PROTO_UDP {
+        return Some(hit);
+    }
     let now = clock::now_ns();
     // SAFETY: as in `copy_entry`; an aligned u64 store, so readers on other
     // CPUs see the old time or the new one.
