@@ -51,10 +51,11 @@ use lb_abi::{
     filter::{VIP_ADDRS, VIP_FILTER},
     flood::FLOOD_THRESHOLD,
     flow::{FLOWS, UDP_FLOW_TIMEOUT_NS},
-    flow_cache::{FLOW_CACHE_ENABLED, FLOW_CACHE_EPOCHS},
+    flow_cache::{CACHES_ENABLED, FLOW_CACHE_EPOCHS},
     ring::{RING_SIZE, RINGS},
     stats::{BACKEND_STATS, GLOBAL_STATS, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS},
+    vip_cache::VIP_CACHE_EPOCH,
 };
 
 use crate::programmer::Maps;
@@ -103,12 +104,12 @@ impl Dataplane {
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
         options.validate()?;
         let bench_restore = u8::from(options.bench_restore);
-        let flow_cache = u8::from(options.flow_cache);
+        let caches = u8::from(options.per_cpu_caches);
         let udp_timeout_ns = options.udp_flow_timeout.as_nanos() as u64;
         let mut ebpf = EbpfLoader::new()
             .override_global(RING_SIZE, &options.ring_size, true)
             .override_global("BENCH_RESTORE", &bench_restore, true)
-            .override_global(FLOW_CACHE_ENABLED, &flow_cache, true)
+            .override_global(CACHES_ENABLED, &caches, true)
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
             .override_global(UDP_FLOW_TIMEOUT_NS, &udp_timeout_ns, true)
             .map_max_entries(VIPS, options.max_vips)
@@ -135,6 +136,7 @@ impl Dataplane {
             backends: typed(&mut ebpf, BACKENDS)?,
             flows: typed(&mut ebpf, FLOWS)?,
             flow_cache_epochs: typed(&mut ebpf, FLOW_CACHE_EPOCHS)?,
+            vip_cache_epoch: typed(&mut ebpf, VIP_CACHE_EPOCH)?,
             rings: typed(&mut ebpf, RINGS)?,
             control: typed(&mut ebpf, CONTROL)?,
             filter: typed(&mut ebpf, VIP_FILTER)?,

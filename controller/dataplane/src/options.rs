@@ -22,10 +22,11 @@ pub struct LoadOptions {
     /// are balanced but not recorded in the flow table; 0 = no limit.
     /// Default 125,000 (Katran's).
     pub new_flows_per_cpu_per_sec: u32,
-    /// Answer TCP flow-table hits from the per-CPU flow cache
-    /// (`lb_abi::flow_cache`). Default: on for x86-64 hosts only, whose
-    /// memory ordering the cache's epoch protocol relies on.
-    pub flow_cache: bool,
+    /// Answer TCP flow-table hits and VIP lookups from the per-CPU flow and
+    /// VIP caches (`lb_abi::flow_cache`, `lb_abi::vip_cache`). Default: on
+    /// for x86-64 hosts only, whose memory ordering the caches' epoch
+    /// protocol relies on.
+    pub per_cpu_caches: bool,
     /// Benchmarks only: undo the encapsulation after building it, so that
     /// repeated `BPF_PROG_TEST_RUN` runs of one frame all take the full path.
     /// Never set this on a node that carries traffic.
@@ -41,7 +42,7 @@ impl Default for LoadOptions {
             flow_table_entries: limits::DEFAULT_FLOW_TABLE_ENTRIES,
             udp_flow_timeout: std::time::Duration::from_nanos(limits::DEFAULT_UDP_FLOW_TIMEOUT_NS),
             new_flows_per_cpu_per_sec: limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC,
-            flow_cache: cfg!(target_arch = "x86_64"),
+            per_cpu_caches: cfg!(target_arch = "x86_64"),
             bench_restore: false,
         }
     }

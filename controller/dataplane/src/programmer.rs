@@ -30,6 +30,7 @@ use lb_abi::{
     ring::{INNER_MAP_FLAGS, NO_RING, RINGS},
     stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS, VipKey, VipValue, flags},
+    vip_cache::VIP_CACHE_EPOCH,
     wire_addr,
 };
 use lb_maglev::{MaglevError, Member};
@@ -52,6 +53,7 @@ pub(crate) struct Maps {
     pub(crate) backends: Array<MapData, Backend>,
     pub(crate) flows: BpfHashMap<MapData, FlowKey, FlowValue>,
     pub(crate) flow_cache_epochs: Array<MapData, u64>,
+    pub(crate) vip_cache_epoch: Array<MapData, u64>,
     pub(crate) rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
     pub(crate) control: Array<MapData, lb_abi::control::Control>,
     pub(crate) filter: Array<MapData, u64>,
@@ -213,7 +215,8 @@ impl Programmer {
             self.maps
                 .vips
                 .insert(&key, &value, 0)
-                .map_err(map_err(VIPS, "insert"))
+                .map_err(map_err(VIPS, "insert"))?;
+            self.bump_vip_cache_epoch()
         });
         if let Err(e) = inserted {
             if is_new {
@@ -263,6 +266,7 @@ impl Programmer {
             .vips
             .remove(key)
             .map_err(map_err(VIPS, "remove"))?;
+        self.bump_vip_cache_epoch()?;
         let old = self.vips.remove(key).ok_or(DataplaneError::NoSuchVip)?;
         self.state.vips.remove(key);
         self.set_vip_generation(index, 0)?;
@@ -281,6 +285,18 @@ impl Programmer {
             .rings
             .set(BARRIER_SLOT, &self.barrier_ring, 0)
             .map_err(map_err(RINGS, "barrier"))
+    }
+
+    /// After every write to VIPS, before waiting out readers: from here on
+    /// no program takes a VIP from a copy made before the write (see
+    /// `lb_abi::vip_cache`). The caller's later reader barrier covers the
+    /// programs that already had.
+    fn bump_vip_cache_epoch(&mut self) -> Result<(), DataplaneError> {
+        let epoch = &mut self.maps.vip_cache_epoch;
+        let now = epoch.get(&0, 0).map_err(map_err(VIP_CACHE_EPOCH, "read"))?;
+        epoch
+            .set(0, &now.wrapping_add(1), 0)
+            .map_err(map_err(VIP_CACHE_EPOCH, "bump"))
     }
 
     /// Removes every flow-table entry, and every CPU's cached copy of one.

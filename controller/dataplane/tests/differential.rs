@@ -300,7 +300,7 @@ fn run_case(
 ) -> Result<(), TestCaseError> {
     let mut dp = Dataplane::load(&LoadOptions {
         ring_size: RING_SIZE,
-        flow_cache,
+        per_cpu_caches: flow_cache,
         ..small_options(RING_SIZE)
     })
     .expect("load dataplane (run as root)");

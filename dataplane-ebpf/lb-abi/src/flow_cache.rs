@@ -22,9 +22,10 @@
 //! The epoch protocol needs the CPU to keep loads in order with loads and
 //! stores with stores: a reader that sees a new epoch must see the table
 //! write before it. x86-64 (TSO) does; weakly ordered CPUs (arm64) would
-//! need acquire/release accesses the program does not use. So the cache is
-//! switched by the load-time global [`FLOW_CACHE_ENABLED`], which the
-//! loader sets only on x86-64; off, every hit is a table lookup.
+//! need acquire/release accesses the program does not use. So this cache
+//! and the VIP cache ([`crate::vip_cache`]) are switched by the load-time
+//! global [`CACHES_ENABLED`], which the loader sets only on x86-64; off,
+//! every hit is a table lookup and every VIP a map lookup.
 //!
 //! [`FLOWS`]: crate::flow::FLOWS
 
@@ -34,8 +35,9 @@ use crate::flow::{FlowKey, FlowValue};
 pub const FLOW_CACHE: &str = "FLOW_CACHE";
 /// Name of the shared epoch array in the eBPF object.
 pub const FLOW_CACHE_EPOCHS: &str = "FLOW_CACHE_EPOCHS";
-/// Name of the global that switches the cache on (non-zero) or off.
-pub const FLOW_CACHE_ENABLED: &str = "FLOW_CACHE_ENABLED";
+/// Name of the global that switches both per-CPU caches on (non-zero) or
+/// off.
+pub const CACHES_ENABLED: &str = "CACHES_ENABLED";
 /// Slots per CPU (and epochs). A power of two: 4096 × 96 bytes per CPU.
 pub const FLOW_CACHE_SLOTS: u32 = 4096;
 

@@ -34,6 +34,7 @@ pub mod limits;
 pub mod ring;
 pub mod stats;
 pub mod vip;
+pub mod vip_cache;
 
 use core::net::IpAddr;
 

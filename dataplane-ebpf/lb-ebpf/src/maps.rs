@@ -18,6 +18,7 @@ use lb_abi::{
     ring::INNER_MAP_FLAGS,
     stats::{GLOBAL_COUNTERS, TrafficCounters},
     vip::{VipKey, VipValue},
+    vip_cache::{VIP_CACHE_SLOTS, VipCacheSlot},
 };
 
 // No preallocation: a replaced value is freed after an RCU grace period
@@ -25,6 +26,12 @@ use lb_abi::{
 #[btf_map]
 pub static VIPS: HashMap<VipKey, VipValue, { placeholder::VIPS }, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
+
+#[btf_map]
+pub static VIP_CACHE: PerCpuArray<VipCacheSlot, { VIP_CACHE_SLOTS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static VIP_CACHE_EPOCH: Array<u64, 1> = Array::new();
 
 #[btf_map]
 pub static VIP_GENERATIONS: Array<u32, { placeholder::VIPS }> = Array::new();
@@ -111,16 +118,17 @@ pub fn udp_flow_timeout_ns() -> u64 {
     unsafe { core::ptr::read_volatile(&UDP_FLOW_TIMEOUT_NS) }
 }
 
-/// Non-zero: TCP hits may be answered from the flow cache (see
-/// `lb_abi::flow_cache` for why it is a switch). Set by the loader; the
-/// verifier prunes the cache path when zero.
+/// Non-zero: TCP hits may be answered from the flow cache, and VIP
+/// lookups from the VIP cache (see `lb_abi::flow_cache` for why it is a
+/// switch). Set by the loader; the verifier prunes the cache paths when
+/// zero.
 #[unsafe(no_mangle)]
-static FLOW_CACHE_ENABLED: u8 = 0;
+static CACHES_ENABLED: u8 = 0;
 
 #[inline(always)]
-pub fn flow_cache_enabled() -> bool {
+pub fn caches_enabled() -> bool {
     // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(&FLOW_CACHE_ENABLED) != 0 }
+    unsafe { core::ptr::read_volatile(&CACHES_ENABLED) != 0 }
 }
 
 #[inline(always)]

@@ -18,7 +18,7 @@ use lb_abi::{
 use crate::{
     clock, flood,
     maps::{
-        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOWS, RINGS, VIP_GENERATIONS, flow_cache_enabled,
+        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOWS, RINGS, VIP_GENERATIONS, caches_enabled,
         ring_size, udp_flow_timeout_ns,
     },
     stats,
@@ -87,7 +87,7 @@ pub enum Lookup {
 /// when it holds a current copy (see `lb_abi::flow_cache`).
 #[inline(always)]
 pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
-    if key.proto == PROTO_UDP || !flow_cache_enabled() {
+    if key.proto == PROTO_UDP || !caches_enabled() {
         return table_hit(key, lookup);
     }
     let index = flow_cache_index(key);

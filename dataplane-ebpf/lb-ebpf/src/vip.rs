@@ -4,10 +4,11 @@ use lb_abi::{
     filter::filter_bit,
     stats::GlobalCounter,
     vip::{VipKey, VipValue},
+    vip_cache::{VipCacheSlot, same_vip, vip_cache_index},
 };
 
 use crate::{
-    maps::{VIP_FILTER, VIPS},
+    maps::{VIP_CACHE, VIP_CACHE_EPOCH, VIP_FILTER, VIPS, caches_enabled},
     parse::{ETH_LEN, Headers, l4_min_len},
     verdict::Verdict,
 };
@@ -27,8 +28,41 @@ pub fn prefilter(key: &VipKey) -> Result<(), Verdict> {
 
 /// The VIP the packet is addressed to, or pass: the exact (address, port,
 /// protocol), else the address's all-ports VIP (port 0) for the protocol.
+/// Answered from this CPU's VIP cache when it holds a copy taken under the
+/// current epoch (see `lb_abi::vip_cache`).
 #[inline(always)]
 pub fn lookup(key: &VipKey) -> Result<VipValue, Verdict> {
+    if !caches_enabled() {
+        return map_lookup(key);
+    }
+    let Some(epoch) = VIP_CACHE_EPOCH.get_ptr(0) else {
+        return map_lookup(key);
+    };
+    // SAFETY: an aligned u64 that userspace rewrites whole. Read before the
+    // map: a copy of what the map gave is then never newer than its epoch.
+    let epoch = unsafe { core::ptr::read_volatile(epoch) };
+    let Some(slot) = VIP_CACHE.get_ptr_mut(vip_cache_index(key)) else {
+        return map_lookup(key);
+    };
+    // SAFETY: this CPU's slot; only this CPU's programs touch it, one at a
+    // time.
+    let slot = unsafe { &mut *slot };
+    if slot.epoch == epoch && same_vip(&slot.key, key) {
+        return Ok(slot.value);
+    }
+    let value = map_lookup(key)?;
+    *slot = VipCacheSlot {
+        key: *key,
+        _pad: 0,
+        value,
+        epoch,
+    };
+    Ok(value)
+}
+
+/// [`lookup`] in the VIP map itself.
+#[inline(always)]
+fn map_lookup(key: &VipKey) -> Result<VipValue, Verdict> {
     // SAFETY (both lookups): VIPS has no preallocation, so the element we
     // read stays intact for the whole program run even if userspace
     // replaces it meanwhile; we copy it out at once.

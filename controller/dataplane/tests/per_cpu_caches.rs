@@ -1,7 +1,8 @@
-//! The per-CPU flow cache in front of the flow table: a copy is honoured
-//! only while no CPU has written the table for its slot since, userspace
-//! clearing the flows drops every copy, and the load-time switch turns it
-//! off.
+//! The per-CPU caches in front of the flow table and the VIP map: a flow
+//! copy is honoured only while no CPU has written the table for its slot
+//! since, userspace clearing the flows drops every copy, a VIP update is
+//! seen by the next packet on every CPU, and the load-time switch turns the
+//! caches off.
 
 mod common;
 
@@ -45,7 +46,7 @@ fn drain(dp: &mut Dataplane, drained: &str) {
 
 fn loaded() -> Dataplane {
     loaded_with(LoadOptions {
-        flow_cache: true,
+        per_cpu_caches: true,
         ..small_options(1021)
     })
 }
@@ -132,7 +133,7 @@ fn key(client: std::net::Ipv4Addr, port: u16) -> FlowKey {
 /// anew. Shows the switch works and what the cache adds.
 fn evicted_flow_goes_to(flow_cache: bool) -> (String, String, u64) {
     let mut dp = loaded_with(LoadOptions {
-        flow_cache,
+        per_cpu_caches: flow_cache,
         flow_table_entries: 128,
         ..small_options(1021)
     });
@@ -179,4 +180,48 @@ fn with_the_cache_off_every_hit_is_the_tables() {
     let (first, after, misses) = evicted_flow_goes_to(false);
     assert_ne!(after, first, "the evicted flow was answered from a cache");
     assert_eq!(misses, 1);
+}
+
+#[test]
+fn a_vip_update_is_seen_by_the_next_packet_on_every_cpu() {
+    assert!(
+        std::thread::available_parallelism().unwrap().get() >= 2,
+        "this test needs two CPUs"
+    );
+    let mut dp = loaded_with(LoadOptions {
+        per_cpu_caches: true,
+        ..small_options(1021)
+    });
+    let only = |backend: &str| vip(VIP, 80, Protocol::Tcp, &[(backend, 1)]);
+    dp.programmer().upsert_vip(&only(BACKENDS[0])).unwrap();
+    // Both CPUs look the VIP up, and so hold a copy of it.
+    for (cpu, port) in [(0, 41000), (1, 41001)] {
+        pin_to_cpu(cpu);
+        let syn = tcp("192.0.2.4", port, VIP, 80, Tcp::Syn, b"");
+        assert_eq!(send(&dp, &syn), BACKENDS[0]);
+    }
+    dp.programmer().upsert_vip(&only(BACKENDS[1])).unwrap();
+    for (cpu, port) in [(0, 41002), (1, 41003)] {
+        pin_to_cpu(cpu);
+        let syn = tcp("192.0.2.4", port, VIP, 80, Tcp::Syn, b"");
+        assert_eq!(
+            send(&dp, &syn),
+            BACKENDS[1],
+            "CPU {cpu} used its copy of the old VIP"
+        );
+    }
+    // Removed: the VIP's traffic passes, on every CPU.
+    dp.programmer()
+        .remove_vip(&lb_abi::vip::VipKey::new(
+            VIP.parse().unwrap(),
+            80,
+            lb_abi::PROTO_TCP,
+        ))
+        .unwrap();
+    for (cpu, port) in [(0, 41004), (1, 41005)] {
+        pin_to_cpu(cpu);
+        let syn = tcp("192.0.2.4", port, VIP, 80, Tcp::Syn, b"");
+        let out = dp.runner(ProgramKind::Balancer).unwrap().run(&syn).unwrap();
+        assert_eq!(out.action, 2, "XDP_PASS on CPU {cpu}");
+    }
 }
