@@ -19,7 +19,9 @@
 //! Userspace writes [`vip`], [`backend`], [`ring`], [`control`] and
 //! [`filter`] maps; the balancer only reads them. The balancer writes
 //! [`flow`], [`flood`] and [`stats`]; userspace reads them (and may clear
-//! flows). [`decap`] is the backends' program, with maps of its own.
+//! flows). The per-CPU caches [`flow_cache`] and [`vip_cache`] are the
+//! balancer's, kept honest by epochs that both sides bump. [`decap`] is the
+//! backends' program, with maps of its own.
 #![cfg_attr(not(test), no_std)]
 
 pub mod backend;

@@ -5,9 +5,9 @@
 //!   the VIP's Maglev ring, encapsulated IP-in-IP and sent back out with
 //!   `XDP_TX`; everything else is passed untouched. The path: `parse` →
 //!   `vip::prefilter` (address bitmap) → `select::flow_hit` (non-SYN: this
-//!   CPU's flow cache, then the flow table) or `vip::lookup` +
-//!   `select::from_vip` (ring) → MTU check (`toobig`) → `encap`. ICMP errors
-//!   about VIP flows take `icmp`.
+//!   CPU's flow cache, then the flow table) or `vip::lookup` (this CPU's
+//!   VIP cache, then the VIP map) + `select::from_vip` (ring) → MTU check
+//!   (`toobig`) → `encap`. ICMP errors about VIP flows take `icmp`.
 //! - `pass`: returns `XDP_PASS`. Native XDP on a veth only delivers `XDP_TX`
 //!   frames to a peer that has a program attached; this is that program, and
 //!   the empty baseline of the benchmarks.
