@@ -215,8 +215,7 @@ impl Programmer {
             self.maps
                 .vips
                 .insert(&key, &value, 0)
-                .map_err(map_err(VIPS, "insert"))?;
-            self.bump_vip_cache_epoch()
+                .map_err(map_err(VIPS, "insert"))
         });
         if let Err(e) = inserted {
             if is_new {
@@ -229,6 +228,9 @@ impl Programmer {
             self.forget_new_vip_index(&key, vip_index);
             return Err(e);
         }
+        // The flip is done; cached copies of the old value stop being
+        // honoured before `retire` (below) lets go of what it named.
+        self.bump_vip_cache_epoch()?;
 
         // Flows stop being honoured only after the flip, so no packet sees
         // the old config without its flows.
