@@ -294,11 +294,7 @@ impl Programmer {
     /// `lb_abi::vip_cache`). The caller's later reader barrier covers the
     /// programs that already had.
     fn bump_vip_cache_epoch(&mut self) -> Result<(), DataplaneError> {
-        let epoch = &mut self.maps.vip_cache_epoch;
-        let now = epoch.get(&0, 0).map_err(map_err(VIP_CACHE_EPOCH, "read"))?;
-        epoch
-            .set(0, &now.wrapping_add(1), 0)
-            .map_err(map_err(VIP_CACHE_EPOCH, "bump"))
+        bump_epoch(&mut self.maps.vip_cache_epoch, VIP_CACHE_EPOCH, 0)
     }
 
     /// Removes every flow-table entry, and every CPU's cached copy of one.
@@ -314,13 +310,7 @@ impl Programmer {
         // A racing in-kernel bump of the same slot can be lost here, but
         // either write leaves the epoch changed, which is all that counts.
         for index in 0..FLOW_CACHE_SLOTS {
-            let epochs = &mut self.maps.flow_cache_epochs;
-            let epoch = epochs
-                .get(&index, 0)
-                .map_err(map_err(FLOW_CACHE_EPOCHS, "read"))?;
-            epochs
-                .set(index, &epoch.wrapping_add(1), 0)
-                .map_err(map_err(FLOW_CACHE_EPOCHS, "bump"))?;
+            bump_epoch(&mut self.maps.flow_cache_epochs, FLOW_CACHE_EPOCHS, index)?;
         }
         Ok(())
     }
@@ -592,6 +582,18 @@ pub fn backend_identity(address: IpAddr) -> Vec<u8> {
         IpAddr::V4(a) => [&[lb_abi::FAMILY_V4][..], &a.octets()].concat(),
         IpAddr::V6(a) => [&[lb_abi::FAMILY_V6][..], &a.octets()].concat(),
     }
+}
+
+/// Adds one to entry `index` of a cache's epoch array (`name` in errors).
+fn bump_epoch(
+    epochs: &mut Array<MapData, u64>,
+    name: &'static str,
+    index: u32,
+) -> Result<(), DataplaneError> {
+    let epoch = epochs.get(&index, 0).map_err(map_err(name, "read"))?;
+    epochs
+        .set(index, &epoch.wrapping_add(1), 0)
+        .map_err(map_err(name, "bump"))
 }
 
 #[cfg(test)]
