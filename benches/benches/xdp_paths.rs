@@ -9,92 +9,17 @@
 //! the test loop itself.
 //!
 //! Run as root: `cargo bench -p lb-bench --bench xdp_paths`.
-//! `LB_BENCH_REPEAT` and `LB_BENCH_SAMPLES` change the effort.
+//! `LB_BENCH_REPEAT` and `LB_BENCH_SAMPLES` change the effort;
+//! `LB_BENCH_ONLY=<text>` times only the rows whose name contains it (and
+//! the empty program), which keeps a profiler's samples on one path.
 
-use std::net::IpAddr;
+mod common;
 
+use common::{env, frame, loaded, median};
 use etherparse::PacketBuilder;
 use lb_abi::stats::GlobalCounter;
-use lb_dataplane::{
-    BackendConfig, Dataplane, Decap, LoadOptions, NodeConfig, ProgramKind, Protocol, Runner,
-    VipConfig,
-};
+use lb_dataplane::{Decap, ProgramKind, Runner};
 use lb_model::Model;
-
-fn env(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn frame(src: &str, dst: &str, syn: bool) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-    let ip = match (
-        src.parse::<IpAddr>().unwrap(),
-        dst.parse::<IpAddr>().unwrap(),
-    ) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
-        _ => unreachable!("same family"),
-    };
-    let tcp = ip.tcp(31_337, 80, 1, 64_000);
-    let tcp = if syn { tcp.syn() } else { tcp.ack(1) };
-    let mut out = Vec::new();
-    // 64 bytes of payload: a small but not minimal packet.
-    tcp.write(&mut out, &[0x5a; 64]).unwrap();
-    out
-}
-
-/// A dataplane with the bench's node and VIPs (v4 and v6 TCP port 80, v4
-/// UDP port 53; 10 backends each), the flood guard at `flood_threshold`
-/// new flows per second per CPU (0 = off), and the per-CPU caches on or off.
-fn loaded(flood_threshold: u32, per_cpu_caches: bool) -> Dataplane {
-    let mut dp = Dataplane::load(&LoadOptions {
-        flow_table_entries: 1 << 20,
-        new_flows_per_cpu_per_sec: flood_threshold,
-        per_cpu_caches,
-        bench_restore: true,
-        ..LoadOptions::default()
-    })
-    .expect("load the dataplane (run as root)");
-    dp.programmer()
-        .set_node(&NodeConfig {
-            gateway_mac: [2, 0, 0, 0, 0, 3],
-            interface_mac: [2, 0, 0, 0, 0, 2],
-            ..NodeConfig::default()
-        })
-        .unwrap();
-    let backends = |prefix: &str| {
-        (1..=10)
-            .map(|i| BackendConfig {
-                address: format!("{prefix}{i}").parse().unwrap(),
-                weight: 1,
-            })
-            .collect()
-    };
-    for (address, port, protocol, prefix) in [
-        ("10.0.0.100", 80, Protocol::Tcp, "10.1.0."),
-        ("2001:db8::100", 80, Protocol::Tcp, "2001:db8:1::"),
-        ("10.0.0.100", 53, Protocol::Udp, "10.1.0."),
-    ] {
-        dp.programmer()
-            .upsert_vip(&VipConfig {
-                address: address.parse().unwrap(),
-                port,
-                protocol,
-                flags: 0,
-                backends: backends(prefix),
-            })
-            .unwrap();
-    }
-    dp
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// One timing of `repeat` runs of `frame`, ns per run.
 fn time(runner: &Runner<'_>, frame: &[u8], repeat: u32, want: u32) -> f64 {
@@ -230,12 +155,26 @@ fn main() {
     // all rows alike, and take medians. "net" subtracts the empty program
     // timed in the same round.
     let empty_row = rows.len() - 1;
+    let only = std::env::var("LB_BENCH_ONLY").ok();
+    let timed = |i: usize| {
+        i == empty_row
+            || only
+                .as_deref()
+                .is_none_or(|text| rows[i].name.contains(text))
+    };
     let mut raw = vec![Vec::new(); rows.len()];
     let mut net = vec![Vec::new(); rows.len()];
     for _ in 0..samples {
         let times: Vec<f64> = rows
             .iter()
-            .map(|r| time(r.runner, &r.frame, repeat, r.want))
+            .enumerate()
+            .map(|(i, r)| {
+                if timed(i) {
+                    time(r.runner, &r.frame, repeat, r.want)
+                } else {
+                    f64::NAN
+                }
+            })
             .collect();
         for (i, ns) in times.iter().enumerate() {
             raw[i].push(*ns);
@@ -250,7 +189,7 @@ fn main() {
         "| path | ours | ours, net of empty program | Katran | Katran net (−5 ns) | ours/Katran | net/net |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (i, row) in rows.iter().enumerate() {
+    for (i, row) in rows.iter().enumerate().filter(|(i, _)| timed(*i)) {
         let (r, n) = (median(raw[i].clone()), median(net[i].clone()));
         match row.katran {
             Some(k) => println!(

@@ -1,0 +1,99 @@
+//! What the dataplane benches share: the bench's frames and its loaded
+//! dataplane (VIPs, backends, node), and the median.
+// Each bench target compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+
+use etherparse::PacketBuilder;
+use lb_dataplane::{BackendConfig, Dataplane, LoadOptions, NodeConfig, Protocol, VipConfig};
+
+pub fn env(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A TCP frame from `src` port 31337 to `dst` port 80.
+pub fn frame(src: &str, dst: &str, syn: bool) -> Vec<u8> {
+    client_frame(src.parse().unwrap(), 31_337, dst, syn)
+}
+
+/// A TCP frame from `src`:`src_port` to `dst` port 80, with 64 bytes of
+/// payload: a small but not minimal packet.
+pub fn client_frame(src: IpAddr, src_port: u16, dst: &str, syn: bool) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let ip = match (src, dst.parse::<IpAddr>().unwrap()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => unreachable!("same family"),
+    };
+    let tcp = ip.tcp(src_port, 80, 1, 64_000);
+    let tcp = if syn { tcp.syn() } else { tcp.ack(1) };
+    let mut out = Vec::new();
+    tcp.write(&mut out, &[0x5a; 64]).unwrap();
+    out
+}
+
+/// The options every bench dataplane shares: a flow table of 2^20 entries
+/// and the bench-only restore (see xdp_paths).
+pub fn bench_options() -> LoadOptions {
+    LoadOptions {
+        flow_table_entries: 1 << 20,
+        bench_restore: true,
+        ..LoadOptions::default()
+    }
+}
+
+/// A dataplane with the bench's node and VIPs (v4 and v6 TCP port 80, v4
+/// UDP port 53; 10 backends each), the flood guard at `flood_threshold`
+/// new flows per second per CPU (0 = off), and the per-CPU caches on or off.
+pub fn loaded(flood_threshold: u32, per_cpu_caches: bool) -> Dataplane {
+    loaded_with(&LoadOptions {
+        new_flows_per_cpu_per_sec: flood_threshold,
+        per_cpu_caches,
+        ..bench_options()
+    })
+}
+
+/// [`loaded`] with any options.
+pub fn loaded_with(options: &LoadOptions) -> Dataplane {
+    let mut dp = Dataplane::load(options).expect("load the dataplane (run as root)");
+    dp.programmer()
+        .set_node(&NodeConfig {
+            gateway_mac: [2, 0, 0, 0, 0, 3],
+            interface_mac: [2, 0, 0, 0, 0, 2],
+            ..NodeConfig::default()
+        })
+        .unwrap();
+    let backends = |prefix: &str| {
+        (1..=10)
+            .map(|i| BackendConfig {
+                address: format!("{prefix}{i}").parse().unwrap(),
+                weight: 1,
+            })
+            .collect()
+    };
+    for (address, port, protocol, prefix) in [
+        ("10.0.0.100", 80, Protocol::Tcp, "10.1.0."),
+        ("2001:db8::100", 80, Protocol::Tcp, "2001:db8:1::"),
+        ("10.0.0.100", 53, Protocol::Udp, "10.1.0."),
+    ] {
+        dp.programmer()
+            .upsert_vip(&VipConfig {
+                address: address.parse().unwrap(),
+                port,
+                protocol,
+                flags: 0,
+                backends: backends(prefix),
+            })
+            .unwrap();
+    }
+    dp
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
