@@ -127,6 +127,32 @@ fn key(client: std::net::Ipv4Addr, port: u16) -> FlowKey {
     }
 }
 
+/// Fills a small flow table with flows that leave cache slot `kept`
+/// alone, each used twice so that the LRU holds them as dear as any flow
+/// placed before: the earlier flows are evicted, and only `kept` may still
+/// hold a copy of one.
+fn evict_all_but_slot(dp: &Dataplane, kept: u32) {
+    let mut placed = 0;
+    for n in 0..4000u32 {
+        let other = std::net::Ipv4Addr::from(0xc633_6400 + n);
+        if flow_cache_index(&key(other, 1000)) == kept {
+            continue;
+        }
+        let other = other.to_string();
+        send(dp, &tcp(&other, 1000, VIP, 80, Tcp::Syn, b""));
+        send(dp, &tcp(&other, 1000, VIP, 80, Tcp::Ack, b""));
+        placed += 1;
+    }
+    assert!(placed > 3000);
+}
+
+/// A client port of `client` whose flow shares `slot` with the given flow.
+fn port_sharing_slot(client: std::net::Ipv4Addr, slot: u32, not: u16) -> u16 {
+    (1024..u16::MAX)
+        .find(|&p| p != not && flow_cache_index(&key(client, p)) == slot)
+        .expect("some port shares the slot")
+}
+
 /// Evicts one flow from a small flow table and asks for it again: with the
 /// cache on, this CPU's copy still answers (affinity outlives the LRU
 /// entry); with it off, every hit is the table's, so the flow is placed
@@ -145,20 +171,7 @@ fn evicted_flow_goes_to(flow_cache: bool) -> (String, String, u64) {
     let first = send(&dp, &syn);
     assert_eq!(send(&dp, &ack), first);
     drain(&mut dp, &first);
-    // Fill the table with flows that leave this flow's cache slot alone,
-    // each used twice so that the LRU holds them as dear as this one.
-    let mut placed = 0;
-    for n in 0..4000u32 {
-        let other = std::net::Ipv4Addr::from(0xc633_6400 + n);
-        if flow_cache_index(&key(other, 1000)) == kept {
-            continue;
-        }
-        let other = other.to_string();
-        send(&dp, &tcp(&other, 1000, VIP, 80, Tcp::Syn, b""));
-        send(&dp, &tcp(&other, 1000, VIP, 80, Tcp::Ack, b""));
-        placed += 1;
-    }
-    assert!(placed > 3000);
+    evict_all_but_slot(&dp, kept);
     let after = send(&dp, &ack);
     let misses = dp
         .programmer()
@@ -180,6 +193,41 @@ fn with_the_cache_off_every_hit_is_the_tables() {
     let (first, after, misses) = evicted_flow_goes_to(false);
     assert_ne!(after, first, "the evicted flow was answered from a cache");
     assert_eq!(misses, 1);
+}
+
+/// With more active flows than slots, flows that share a slot must not
+/// evict each other on every packet: the slot keeps the current copy it
+/// has, and the other flow is answered from the table.
+#[test]
+fn a_current_copy_is_not_displaced_by_a_flow_sharing_its_slot() {
+    let mut dp = loaded_with(LoadOptions {
+        per_cpu_caches: true,
+        flow_table_entries: 128,
+        ..small_options(1021)
+    });
+    pin_to_cpu(0);
+    let client: std::net::Ipv4Addr = "192.0.2.4".parse().unwrap();
+    let slot = flow_cache_index(&key(client, 40003));
+    let other_port = port_sharing_slot(client, slot, 40003);
+    let c = client.to_string();
+    let packet = |port, flags| tcp(&c, port, VIP, 80, flags, b"");
+    // Both placed first: each placement is a table write at the slot's
+    // index, which would make an earlier copy stale.
+    let first = send(&dp, &packet(40003, Tcp::Syn));
+    let other = send(&dp, &packet(other_port, Tcp::Syn));
+    // The first flow's packet fills the slot; the other's is a table hit
+    // and leaves it.
+    assert_eq!(send(&dp, &packet(40003, Tcp::Ack)), first);
+    assert_eq!(send(&dp, &packet(other_port, Tcp::Ack)), other);
+    drain(&mut dp, &first);
+    evict_all_but_slot(&dp, slot);
+    assert_eq!(
+        send(&dp, &packet(40003, Tcp::Ack)),
+        first,
+        "the slot's copy was replaced by the other flow's"
+    );
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(stats.global(GlobalCounter::FlowMiss), 0);
 }
 
 #[test]

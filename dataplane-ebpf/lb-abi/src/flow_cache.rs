@@ -16,6 +16,14 @@
 //!   is never answered from another CPU's older copy, and userspace
 //!   invalidates every copy by bumping every epoch (after clearing flows).
 //!
+//! A miss fills the slot only when the slot holds no current copy (empty,
+//! or its epoch has moved on). A current copy of another flow stays: with
+//! more active flows than slots, flows sharing a slot would otherwise evict
+//! each other on every packet, each miss paying a 96-byte slot write on top
+//! of the table lookup (`cargo bench --bench flow_churn` measures it). A
+//! slot turns over when a flow-table write at its index bumps the epoch,
+//! that is, whenever a new flow hashing there is placed.
+//!
 //! UDP flows are not cached: each hit refreshes the entry's last-seen time
 //! in the table, which the cache would hide.
 //!

@@ -102,16 +102,24 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     // SAFETY: this CPU's slot; only this CPU's programs touch it, one at a
     // time.
     let slot = unsafe { &mut *slot };
-    if slot.epoch == epoch && same_flow(&slot.key, key) {
+    let current = slot.epoch == epoch && slot.key.family != 0;
+    if current && same_flow(&slot.key, key) {
         return honoured(&slot.value);
     }
     let value = table_entry(key)?;
     let hit = honoured(&value)?;
-    *slot = FlowCacheSlot {
-        key: *key,
-        value,
-        epoch,
-    };
+    // A current copy of another flow stays: with more active flows than
+    // slots, flows sharing a slot would otherwise evict each other on every
+    // packet, each miss paying a slot write on top of the table lookup.
+    // The slot frees up when a flow-table write at its index bumps the
+    // epoch.
+    if !current {
+        *slot = FlowCacheSlot {
+            key: *key,
+            value,
+            epoch,
+        };
+    }
     Some(hit)
 }
 

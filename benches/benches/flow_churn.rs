@@ -1,0 +1,137 @@
+//! What a TCP flow-table hit costs when many flows are active at once.
+//!
+//! `xdp_paths` times one flow over and over, so its hit rows always hit the
+//! per-CPU flow cache. Here N distinct established flows take turns, one
+//! packet each, as a busy node sees them: once N outgrows the cache, only
+//! one flow per slot hits it and the others pay the cache probe on top of
+//! the flow table. Each flow's packet is timed by a single
+//! `BPF_PROG_TEST_RUN` run (no `repeat`: every run sees a different flow),
+//! alternating between a dataplane with the caches on, one with them off,
+//! and the empty program; "net" subtracts the empty program's median, which
+//! carries the same per-call timing cost. The thread is pinned to one CPU,
+//! because the cache is per CPU.
+//!
+//! Run as root: `cargo bench -p lb-bench --bench flow_churn`.
+//! `LB_BENCH_PASSES` sets the timed passes over each flow set (default 3).
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use common::{client_frame, env, loaded, median};
+use lb_abi::{flow_cache::flow_cache_index, stats::GlobalCounter};
+use lb_dataplane::{Dataplane, ProgramKind, Runner};
+
+/// `n` established flows to the v4 TCP VIP, from distinct client
+/// addresses in 198.18.0.0/15 (the benchmarking range).
+fn flows(n: u32) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i);
+            client_frame(IpAddr::V4(client), 40_000, "10.0.0.100", false)
+        })
+        .collect()
+}
+
+/// The share of `frames` that hit the flow cache once the flows have
+/// taken a few turns: a slot keeps the first flow that filled it while its
+/// copy is current, so each occupied slot serves exactly one flow of the
+/// set and the others sharing it miss on every pass.
+fn expected_hit_rate(frames: &[Vec<u8>]) -> f64 {
+    let slots: std::collections::HashSet<u32> = frames
+        .iter()
+        .map(|f| flow_cache_index(&lb_model::parse(f).expect("a TCP frame").key))
+        .collect();
+    slots.len() as f64 / frames.len() as f64
+}
+
+fn single_run_ns(runner: &Runner<'_>, frame: &[u8], want: u32) -> f64 {
+    let r = runner.run(frame).expect("test run");
+    assert_eq!(r.action, want, "path took an unexpected action");
+    r.duration.as_nanos() as f64
+}
+
+/// Records every flow in `dp`'s flow table (the flood guard is off, so a
+/// non-SYN miss is recorded) and checks the next packet of each hits.
+fn place(dp: &mut Dataplane, frames: &[Vec<u8>]) {
+    let before = dp
+        .programmer()
+        .stats()
+        .unwrap()
+        .global(GlobalCounter::TxFlowHit);
+    {
+        let runner = dp.runner(ProgramKind::Balancer).unwrap();
+        for _ in 0..2 {
+            for f in frames {
+                runner.run(f).unwrap();
+            }
+        }
+    }
+    let hits = dp
+        .programmer()
+        .stats()
+        .unwrap()
+        .global(GlobalCounter::TxFlowHit)
+        - before;
+    assert_eq!(hits, frames.len() as u64, "every flow recorded");
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one),
+            0,
+            "pin to CPU {cpu}"
+        );
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let passes = env("LB_BENCH_PASSES", 3).max(1);
+    pin_to_cpu(0);
+    let (tx, xdp_pass) = (3, 2);
+    println!(
+        "TCP flow-table hits with N flows taking turns: ns/packet, median of single runs over {passes} passes (BPF_PROG_TEST_RUN, CPU 0)"
+    );
+    println!();
+    println!(
+        "| active flows | flow-cache hit rate (expected) | caches on, net | caches off, net | on − off | empty program |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for n in [1, 1_024, 4_096, 16_384, 65_536] {
+        // Fresh dataplanes per set, so no set inherits another's entries.
+        let mut on = loaded(0, true);
+        let mut off = loaded(0, false);
+        let frames = flows(n);
+        place(&mut on, &frames);
+        place(&mut off, &frames);
+        let (cached, uncached) = (
+            on.runner(ProgramKind::Balancer).unwrap(),
+            off.runner(ProgramKind::Balancer).unwrap(),
+        );
+        let empty = on.runner(ProgramKind::Pass).unwrap();
+        // Flows of one packet per pass would give too few samples at N = 1.
+        let rounds = (passes * 4_096).div_ceil(n).max(passes);
+        let (mut t_on, mut t_off, mut t_empty) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            for f in &frames {
+                t_on.push(single_run_ns(&cached, f, tx));
+                t_off.push(single_run_ns(&uncached, f, tx));
+                t_empty.push(single_run_ns(&empty, f, xdp_pass));
+            }
+        }
+        let empty_ns = median(t_empty);
+        let (on_net, off_net) = (median(t_on) - empty_ns, median(t_off) - empty_ns);
+        println!(
+            "| {n} | {:.0}% | {on_net:.0} | {off_net:.0} | {:+.0} | {empty_ns:.0} |",
+            expected_hit_rate(&frames) * 100.0,
+            on_net - off_net,
+        );
+    }
+}
