@@ -18,9 +18,12 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use common::{client_frame, env, loaded, median};
-use lb_abi::{flow_cache::flow_cache_index, stats::GlobalCounter};
-use lb_dataplane::{Dataplane, ProgramKind, Runner};
+use common::{bench_options, client_frame, env, loaded, loaded_with, median};
+use lb_abi::{
+    flow_cache::{DEFAULT_FLOW_CACHE_SLOTS, flow_cache_index},
+    stats::GlobalCounter,
+};
+use lb_dataplane::{Dataplane, LoadOptions, ProgramKind, Runner};
 
 /// `n` established flows to the v4 TCP VIP, from distinct client
 /// addresses in 198.18.0.0/15 (the benchmarking range).
@@ -37,10 +40,13 @@ fn flows(n: u32) -> Vec<Vec<u8>> {
 /// taken a few turns: a slot keeps the first flow that filled it while its
 /// copy is current, so each occupied slot serves exactly one flow of the
 /// set and the others sharing it miss on every pass.
-fn expected_hit_rate(frames: &[Vec<u8>]) -> f64 {
+fn expected_hit_rate(frames: &[Vec<u8>], slots: u32) -> f64 {
     let slots: std::collections::HashSet<u32> = frames
         .iter()
-        .map(|f| flow_cache_index(&lb_model::parse(f).expect("a TCP frame").key))
+        .map(|f| {
+            let key = lb_model::parse(f).expect("a TCP frame").key;
+            flow_cache_index(&key, slots)
+        })
         .collect();
     slots.len() as f64 / frames.len() as f64
 }
@@ -101,12 +107,26 @@ fn main() {
     );
     println!();
     println!(
-        "| active flows | flow-cache hit rate (expected) | caches on, net | caches off, net | on − off | empty program |"
+        "| active flows | cache slots | flow-cache hit rate (expected) | caches on, net | caches off, net | on − off | empty program |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for n in [1, 1_024, 4_096, 16_384, 65_536] {
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let default = DEFAULT_FLOW_CACHE_SLOTS;
+    for (n, slots) in [
+        (1, default),
+        (1_024, default),
+        (4_096, default),
+        (16_384, default),
+        (65_536, default),
+        (16_384, 32_768),
+        (65_536, 131_072),
+    ] {
         // Fresh dataplanes per set, so no set inherits another's entries.
-        let mut on = loaded(0, true);
+        let mut on = loaded_with(&LoadOptions {
+            new_flows_per_cpu_per_sec: 0,
+            per_cpu_caches: true,
+            flow_cache_slots: slots,
+            ..bench_options()
+        });
         let mut off = loaded(0, false);
         let frames = flows(n);
         place(&mut on, &frames);
@@ -129,8 +149,8 @@ fn main() {
         let empty_ns = median(t_empty);
         let (on_net, off_net) = (median(t_on) - empty_ns, median(t_off) - empty_ns);
         println!(
-            "| {n} | {:.0}% | {on_net:.0} | {off_net:.0} | {:+.0} | {empty_ns:.0} |",
-            expected_hit_rate(&frames) * 100.0,
+            "| {n} | {slots} | {:.0}% | {on_net:.0} | {off_net:.0} | {:+.0} | {empty_ns:.0} |",
+            expected_hit_rate(&frames, slots) * 100.0,
             on_net - off_net,
         );
     }

@@ -51,7 +51,7 @@ use lb_abi::{
     filter::{VIP_ADDRS, VIP_FILTER},
     flood::FLOOD_THRESHOLD,
     flow::{FLOWS, UDP_FLOW_TIMEOUT_NS},
-    flow_cache::{CACHES_ENABLED, FLOW_CACHE_EPOCHS},
+    flow_cache::{CACHES_ENABLED, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_SLOTS},
     ring::{RING_SIZE, RINGS},
     stats::{BACKEND_STATS, GLOBAL_STATS, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS},
@@ -110,6 +110,7 @@ impl Dataplane {
             .override_global(RING_SIZE, &options.ring_size, true)
             .override_global("BENCH_RESTORE", &bench_restore, true)
             .override_global(CACHES_ENABLED, &caches, true)
+            .override_global(FLOW_CACHE_SLOTS, &options.flow_cache_slots, true)
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
             .override_global(UDP_FLOW_TIMEOUT_NS, &udp_timeout_ns, true)
             .map_max_entries(VIPS, options.max_vips)
@@ -119,6 +120,8 @@ impl Dataplane {
             .map_max_entries(BACKENDS, options.max_backends)
             .map_max_entries(BACKEND_STATS, options.max_backends)
             .map_max_entries(FLOWS, options.flow_table_entries)
+            .map_max_entries(FLOW_CACHE, options.flow_cache_slots)
+            .map_max_entries(FLOW_CACHE_EPOCHS, options.flow_cache_slots)
             .map_max_entries(RINGS, options.ring_slots())
             .load(BALANCER_OBJECT)
             .map_err(DataplaneError::Load)?;

@@ -1,6 +1,6 @@
 //! Sizes fixed when the dataplane is loaded.
 
-use lb_abi::limits;
+use lb_abi::{flow_cache, limits};
 
 use crate::config::ConfigError;
 
@@ -27,6 +27,12 @@ pub struct LoadOptions {
     /// for x86-64 hosts only, whose memory ordering the caches' epoch
     /// protocol relies on.
     pub per_cpu_caches: bool,
+    /// Flow-cache slots per CPU (96 bytes each), 1 to 262,144. Default 4096.
+    /// A slot serves one flow at a time; with many more TCP flows active per
+    /// CPU than slots, most packets pay for the cache as well as the table
+    /// (`cargo bench --bench flow_churn`), so size it to the working set or
+    /// turn the caches off.
+    pub flow_cache_slots: u32,
     /// Benchmarks only: undo the encapsulation after building it, so that
     /// repeated `BPF_PROG_TEST_RUN` runs of one frame all take the full path.
     /// Never set this on a node that carries traffic.
@@ -43,6 +49,7 @@ impl Default for LoadOptions {
             udp_flow_timeout: std::time::Duration::from_nanos(limits::DEFAULT_UDP_FLOW_TIMEOUT_NS),
             new_flows_per_cpu_per_sec: limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC,
             per_cpu_caches: cfg!(target_arch = "x86_64"),
+            flow_cache_slots: flow_cache::DEFAULT_FLOW_CACHE_SLOTS,
             bench_restore: false,
         }
     }
@@ -70,6 +77,12 @@ impl LoadOptions {
                 "must be above zero and below 584 years",
             ));
         }
+        if !(1..=flow_cache::MAX_FLOW_CACHE_SLOTS).contains(&self.flow_cache_slots) {
+            return Err(ConfigError::new(
+                "flow_cache_slots",
+                format!("must be from 1 to {}", flow_cache::MAX_FLOW_CACHE_SLOTS),
+            ));
+        }
         if self.max_vips > 1 << 20 {
             return Err(ConfigError::new("max_vips", "must be at most 1048576"));
         }
@@ -95,5 +108,23 @@ mod tests {
         };
         assert_eq!(o.validate().unwrap_err().field, "ring_size");
         assert!(LoadOptions::default().validate().is_ok());
+    }
+
+    #[test]
+    fn flow_cache_slots_must_be_in_range() {
+        for slots in [0, flow_cache::MAX_FLOW_CACHE_SLOTS + 1] {
+            let o = LoadOptions {
+                flow_cache_slots: slots,
+                ..LoadOptions::default()
+            };
+            assert_eq!(o.validate().unwrap_err().field, "flow_cache_slots");
+        }
+        for slots in [1, 3, flow_cache::MAX_FLOW_CACHE_SLOTS] {
+            let o = LoadOptions {
+                flow_cache_slots: slots,
+                ..LoadOptions::default()
+            };
+            assert!(o.validate().is_ok());
+        }
     }
 }

@@ -26,7 +26,7 @@ use lb_abi::{
     control::CONTROL,
     filter::{VIP_ADDRS, VIP_FILTER, filter_bit},
     flow::{FLOWS, FlowKey, FlowValue},
-    flow_cache::{FLOW_CACHE_EPOCHS, FLOW_CACHE_SLOTS},
+    flow_cache::FLOW_CACHE_EPOCHS,
     ring::{INNER_MAP_FLAGS, NO_RING, RINGS},
     stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS, VipKey, VipValue, flags},
@@ -74,6 +74,8 @@ struct Programmed {
 pub struct Programmer {
     pub(crate) maps: Maps,
     ring_size: u32,
+    /// Slots of the flow cache, and so of its epoch array.
+    flow_cache_slots: u32,
     barrier_ring: Array<MapData, u32>,
     vips: HashMap<VipKey, Programmed>,
     backend_ids: BackendIds,
@@ -99,6 +101,7 @@ impl Programmer {
         Ok(Self {
             maps,
             ring_size: options.ring_size,
+            flow_cache_slots: options.flow_cache_slots,
             barrier_ring,
             vips: HashMap::new(),
             backend_ids: BackendIds::new(options.max_backends),
@@ -309,7 +312,7 @@ impl Programmer {
         // After the removals: a copy taken before this bump is not honoured.
         // A racing in-kernel bump of the same slot can be lost here, but
         // either write leaves the epoch changed, which is all that counts.
-        for index in 0..FLOW_CACHE_SLOTS {
+        for index in 0..self.flow_cache_slots {
             bump_epoch(&mut self.maps.flow_cache_epochs, FLOW_CACHE_EPOCHS, index)?;
         }
         Ok(())

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use etherparse::{NetSlice, SlicedPacket};
 use lb_abi::flow::FlowKey;
-use lb_abi::flow_cache::flow_cache_index;
+use lb_abi::flow_cache::{DEFAULT_FLOW_CACHE_SLOTS, flow_cache_index};
 use lb_abi::stats::GlobalCounter;
 use lb_dataplane::{Dataplane, LoadOptions, ProgramKind, Protocol};
 
@@ -127,15 +127,15 @@ fn key(client: std::net::Ipv4Addr, port: u16) -> FlowKey {
     }
 }
 
-/// Fills a small flow table with flows that leave cache slot `kept`
-/// alone, each used twice so that the LRU holds them as dear as any flow
-/// placed before: the earlier flows are evicted, and only `kept` may still
-/// hold a copy of one.
-fn evict_all_but_slot(dp: &Dataplane, kept: u32) {
+/// Fills a small flow table with flows that leave cache slot `kept` (of
+/// `slots`) alone, each used twice so that the LRU holds them as dear as
+/// any flow placed before: the earlier flows are evicted, and only `kept`
+/// may still hold a copy of one.
+fn evict_all_but_slot(dp: &Dataplane, kept: u32, slots: u32) {
     let mut placed = 0;
     for n in 0..4000u32 {
         let other = std::net::Ipv4Addr::from(0xc633_6400 + n);
-        if flow_cache_index(&key(other, 1000)) == kept {
+        if flow_cache_index(&key(other, 1000), slots) == kept {
             continue;
         }
         let other = other.to_string();
@@ -143,14 +143,20 @@ fn evict_all_but_slot(dp: &Dataplane, kept: u32) {
         send(dp, &tcp(&other, 1000, VIP, 80, Tcp::Ack, b""));
         placed += 1;
     }
-    assert!(placed > 3000);
+    assert!(placed > 2000);
 }
 
-/// A client port of `client` whose flow shares `slot` with the given flow.
-fn port_sharing_slot(client: std::net::Ipv4Addr, slot: u32, not: u16) -> u16 {
+/// A client port of `client`, other than `not`, whose flow's slot among
+/// `slots` passes `wanted`.
+fn port_where(
+    client: std::net::Ipv4Addr,
+    not: u16,
+    slots: u32,
+    wanted: impl Fn(u32) -> bool,
+) -> u16 {
     (1024..u16::MAX)
-        .find(|&p| p != not && flow_cache_index(&key(client, p)) == slot)
-        .expect("some port shares the slot")
+        .find(|&p| p != not && wanted(flow_cache_index(&key(client, p), slots)))
+        .expect("some port fits")
 }
 
 /// Evicts one flow from a small flow table and asks for it again: with the
@@ -165,13 +171,13 @@ fn evicted_flow_goes_to(flow_cache: bool) -> (String, String, u64) {
     });
     pin_to_cpu(0);
     let client: std::net::Ipv4Addr = "192.0.2.3".parse().unwrap();
-    let kept = flow_cache_index(&key(client, 40002));
+    let kept = flow_cache_index(&key(client, 40002), DEFAULT_FLOW_CACHE_SLOTS);
     let syn = tcp(&client.to_string(), 40002, VIP, 80, Tcp::Syn, b"");
     let ack = tcp(&client.to_string(), 40002, VIP, 80, Tcp::Ack, b"data");
     let first = send(&dp, &syn);
     assert_eq!(send(&dp, &ack), first);
     drain(&mut dp, &first);
-    evict_all_but_slot(&dp, kept);
+    evict_all_but_slot(&dp, kept, DEFAULT_FLOW_CACHE_SLOTS);
     let after = send(&dp, &ack);
     let misses = dp
         .programmer()
@@ -207,8 +213,9 @@ fn a_current_copy_is_not_displaced_by_a_flow_sharing_its_slot() {
     });
     pin_to_cpu(0);
     let client: std::net::Ipv4Addr = "192.0.2.4".parse().unwrap();
-    let slot = flow_cache_index(&key(client, 40003));
-    let other_port = port_sharing_slot(client, slot, 40003);
+    let slots = DEFAULT_FLOW_CACHE_SLOTS;
+    let slot = flow_cache_index(&key(client, 40003), slots);
+    let other_port = port_where(client, 40003, slots, |s| s == slot);
     let c = client.to_string();
     let packet = |port, flags| tcp(&c, port, VIP, 80, flags, b"");
     // Both placed first: each placement is a table write at the slot's
@@ -220,7 +227,7 @@ fn a_current_copy_is_not_displaced_by_a_flow_sharing_its_slot() {
     assert_eq!(send(&dp, &packet(40003, Tcp::Ack)), first);
     assert_eq!(send(&dp, &packet(other_port, Tcp::Ack)), other);
     drain(&mut dp, &first);
-    evict_all_but_slot(&dp, slot);
+    evict_all_but_slot(&dp, slot, slots);
     assert_eq!(
         send(&dp, &packet(40003, Tcp::Ack)),
         first,
@@ -228,6 +235,45 @@ fn a_current_copy_is_not_displaced_by_a_flow_sharing_its_slot() {
     );
     let stats = dp.programmer().stats().unwrap();
     assert_eq!(stats.global(GlobalCounter::FlowMiss), 0);
+}
+
+/// The loader's slot count is the one the program indexes by: a copy in
+/// slot `kept` of 5 outlives its evicted table entry, and the placement of
+/// a flow that shares slot `kept` of 5 (but not the slot it would have at
+/// the default size) drops the copy.
+#[test]
+fn the_cache_has_the_slot_count_it_was_loaded_with() {
+    let slots = 5;
+    let mut dp = loaded_with(LoadOptions {
+        per_cpu_caches: true,
+        flow_cache_slots: slots,
+        flow_table_entries: 128,
+        ..small_options(1021)
+    });
+    pin_to_cpu(0);
+    let client: std::net::Ipv4Addr = "192.0.2.5".parse().unwrap();
+    let kept = flow_cache_index(&key(client, 40004), slots);
+    let at_default = flow_cache_index(&key(client, 40004), DEFAULT_FLOW_CACHE_SLOTS);
+    let decoy = port_where(client, 40004, slots, |s| s == kept);
+    assert_ne!(
+        flow_cache_index(&key(client, decoy), DEFAULT_FLOW_CACHE_SLOTS),
+        at_default
+    );
+    let c = client.to_string();
+    let packet = |port, flags| tcp(&c, port, VIP, 80, flags, b"");
+    let first = send(&dp, &packet(40004, Tcp::Syn));
+    assert_eq!(send(&dp, &packet(40004, Tcp::Ack)), first);
+    drain(&mut dp, &first);
+    evict_all_but_slot(&dp, kept, slots);
+    assert_eq!(send(&dp, &packet(40004, Tcp::Ack)), first, "copy not kept");
+    // Placing the decoy is a table write at slot `kept`: it bumps the
+    // epoch, so the evicted flow is placed anew.
+    send(&dp, &packet(decoy, Tcp::Syn));
+    assert_ne!(send(&dp, &packet(40004, Tcp::Ack)), first, "stale copy");
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(stats.global(GlobalCounter::FlowMiss), 1);
+    // Bumps exactly the loaded slots' epochs.
+    dp.programmer().clear_flows().unwrap();
 }
 
 #[test]

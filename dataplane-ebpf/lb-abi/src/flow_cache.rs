@@ -7,8 +7,9 @@
 //! and backend generation checks as the table's.
 //!
 //! Maps:
-//! - [`FLOW_CACHE`]: per-CPU array of [`FLOW_CACHE_SLOTS`] [`FlowCacheSlot`]s,
-//!   indexed by [`flow_cache_index`]. Written and read by the balancer only.
+//! - [`FLOW_CACHE`]: per-CPU array of [`FLOW_CACHE_SLOTS`] [`FlowCacheSlot`]s
+//!   (a load-time global, default [`DEFAULT_FLOW_CACHE_SLOTS`]), indexed by
+//!   [`flow_cache_index`]. Written and read by the balancer only.
 //! - [`FLOW_CACHE_EPOCHS`]: array of [`FLOW_CACHE_SLOTS`] `u64`, shared by
 //!   all CPUs. Every write to the flow table for a key bumps its index's
 //!   epoch (atomically); a cached copy is honoured only while the epoch it
@@ -37,7 +38,10 @@
 //!
 //! [`FLOWS`]: crate::flow::FLOWS
 
-use crate::flow::{FlowKey, FlowValue};
+use crate::{
+    flow::{FlowKey, FlowValue},
+    hash::ring_index,
+};
 
 /// Name of the per-CPU cache map in the eBPF object.
 pub const FLOW_CACHE: &str = "FLOW_CACHE";
@@ -46,8 +50,15 @@ pub const FLOW_CACHE_EPOCHS: &str = "FLOW_CACHE_EPOCHS";
 /// Name of the global that switches both per-CPU caches on (non-zero) or
 /// off.
 pub const CACHES_ENABLED: &str = "CACHES_ENABLED";
-/// Slots per CPU (and epochs). A power of two: 4096 × 96 bytes per CPU.
-pub const FLOW_CACHE_SLOTS: u32 = 4096;
+/// Name of the global holding the slot count per CPU (and of epochs), set
+/// by the loader.
+pub const FLOW_CACHE_SLOTS: &str = "FLOW_CACHE_SLOTS";
+/// Default slots per CPU: 4096 × 96 bytes = 384 KiB per CPU, about what a
+/// core's L2 holds. `cargo bench --bench flow_churn` shows where it pays.
+pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 4096;
+/// Most slots per CPU: 24 MiB per CPU. Past a working set that size the
+/// flow table alone is the better deal; turn the caches off instead.
+pub const MAX_FLOW_CACHE_SLOTS: u32 = 1 << 18;
 
 /// One cached flow-table entry.
 #[repr(C)]
@@ -60,16 +71,17 @@ pub struct FlowCacheSlot {
     pub epoch: u64,
 }
 
-/// The cache slot (and epoch) of `key`: its words folded by XOR, the
-/// destination rotated so that swapping source and destination moves it,
-/// spread by a Fibonacci multiply.
+/// The cache slot (and epoch) of `key` among `slots`: its words folded by
+/// XOR, the destination rotated so that swapping source and destination
+/// moves it, spread by a Fibonacci multiply and scaled to the slot count
+/// like a ring index (any count, no division).
 #[inline(always)]
-pub const fn flow_cache_index(key: &FlowKey) -> u32 {
+pub const fn flow_cache_index(key: &FlowKey, slots: u32) -> u32 {
     let src = key.src[0] ^ key.src[1] ^ key.src[2] ^ key.src[3];
     let dst = key.dst[0] ^ key.dst[1] ^ key.dst[2] ^ key.dst[3];
     let ports = key.src_port as u32 | (key.dst_port as u32) << 16;
     let fold = src ^ dst.rotate_left(13) ^ ports ^ key.proto as u32;
-    fold.wrapping_mul(0x9e37_79b1) >> (32 - FLOW_CACHE_SLOTS.trailing_zeros())
+    ring_index(fold.wrapping_mul(0x9e37_79b1), slots)
 }
 
 /// Whether two keys are the same flow: word by word, with one branch.
@@ -95,7 +107,6 @@ mod tests {
     #[test]
     fn layout_is_pinned() {
         assert_eq!(size_of::<FlowCacheSlot>(), 96);
-        assert!(FLOW_CACHE_SLOTS.is_power_of_two());
     }
 
     #[test]
@@ -109,13 +120,17 @@ mod tests {
             family: 6,
             _pad: [0; 2],
         };
-        assert!(flow_cache_index(&key) < FLOW_CACHE_SLOTS);
+        let index = |k: &FlowKey| flow_cache_index(k, DEFAULT_FLOW_CACHE_SLOTS);
+        assert!(index(&key) < DEFAULT_FLOW_CACHE_SLOTS);
+        for slots in [1, 3, 4096, MAX_FLOW_CACHE_SLOTS] {
+            assert!(flow_cache_index(&key, slots) < slots);
+        }
         let mut swapped = key;
         (swapped.src, swapped.dst) = (key.dst, key.src);
-        assert_ne!(flow_cache_index(&key), flow_cache_index(&swapped));
+        assert_ne!(index(&key), index(&swapped));
         let mut other_port = key;
         other_port.src_port = 11;
-        assert_ne!(flow_cache_index(&key), flow_cache_index(&other_port));
+        assert_ne!(index(&key), index(&other_port));
         assert!(same_flow(&key, &key));
         assert!(!same_flow(&key, &other_port));
         let mut other_family = key;

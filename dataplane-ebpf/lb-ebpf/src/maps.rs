@@ -13,7 +13,7 @@ use lb_abi::{
     filter::FILTER_WORDS,
     flood::FloodWindow,
     flow::{FlowKey, FlowValue},
-    flow_cache::{FLOW_CACHE_SLOTS, FlowCacheSlot},
+    flow_cache::{DEFAULT_FLOW_CACHE_SLOTS, FlowCacheSlot},
     limits::placeholder,
     ring::INNER_MAP_FLAGS,
     stats::{GLOBAL_COUNTERS, TrafficCounters},
@@ -43,11 +43,11 @@ pub static BACKENDS: Array<Backend, { placeholder::BACKENDS }> = Array::new();
 pub static FLOWS: LruHashMap<FlowKey, FlowValue, { placeholder::FLOWS }> = LruHashMap::new();
 
 #[btf_map]
-pub static FLOW_CACHE: PerCpuArray<FlowCacheSlot, { FLOW_CACHE_SLOTS as usize }> =
+pub static FLOW_CACHE: PerCpuArray<FlowCacheSlot, { DEFAULT_FLOW_CACHE_SLOTS as usize }> =
     PerCpuArray::new();
 
 #[btf_map]
-pub static FLOW_CACHE_EPOCHS: Array<u64, { FLOW_CACHE_SLOTS as usize }> = Array::new();
+pub static FLOW_CACHE_EPOCHS: Array<u64, { DEFAULT_FLOW_CACHE_SLOTS as usize }> = Array::new();
 
 #[btf_map]
 pub static RINGS: ArrayOfMaps<
@@ -129,6 +129,17 @@ static CACHES_ENABLED: u8 = 0;
 pub fn caches_enabled() -> bool {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&CACHES_ENABLED) != 0 }
+}
+
+/// Slots of the flow cache per CPU, and of its epoch array; both maps are
+/// sized to it by the loader.
+#[unsafe(no_mangle)]
+static FLOW_CACHE_SLOTS: u32 = DEFAULT_FLOW_CACHE_SLOTS;
+
+#[inline(always)]
+pub fn flow_cache_slots() -> u32 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&FLOW_CACHE_SLOTS) }
 }
 
 #[inline(always)]

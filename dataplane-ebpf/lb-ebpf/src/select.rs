@@ -19,7 +19,7 @@ use crate::{
     clock, flood,
     maps::{
         BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOWS, RINGS, VIP_GENERATIONS, caches_enabled,
-        ring_size, udp_flow_timeout_ns,
+        flow_cache_slots, ring_size, udp_flow_timeout_ns,
     },
     stats,
     verdict::Verdict,
@@ -67,7 +67,7 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, V
         // Without caches nothing reads epochs, so the shared cache line is
         // left alone.
         if caches_enabled() {
-            bump_epoch(flow_cache_index(key));
+            bump_epoch(flow_cache_index(key, flow_cache_slots()));
         }
     }
     Ok(chosen)
@@ -94,7 +94,7 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     if key.proto == PROTO_UDP || !caches_enabled() {
         return table_hit(key, lookup);
     }
-    let index = flow_cache_index(key);
+    let index = flow_cache_index(key, flow_cache_slots());
     // Read before the table: a write to the table after this read bumps
     // the epoch, so a copy of what we read is never honoured past it.
     let epoch = read_epoch(index)?;
