@@ -17,8 +17,9 @@ use crate::backend::Backend;
 /// Name of the flow map in the eBPF object.
 pub const FLOWS: &str = "FLOWS";
 
-/// The 5-tuple of a packet, in wire layout.
-#[repr(C)]
+/// The 5-tuple of a packet, in wire layout. Aligned to 8 so the flow
+/// cache compares keys as five words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// Source address, network order in memory.
@@ -70,6 +71,7 @@ mod tests {
     #[test]
     fn layout_is_pinned() {
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(align_of::<FlowKey>(), 8);
         assert_eq!(offset_of!(FlowKey, src_port), 32);
         assert_eq!(offset_of!(FlowKey, proto), 36);
         assert_eq!(size_of::<FlowValue>(), 48);
