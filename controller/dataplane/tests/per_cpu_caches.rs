@@ -106,6 +106,8 @@ fn clearing_the_flows_drops_every_cached_copy() {
     let stats = dp.programmer().stats().unwrap();
     assert_eq!(stats.global(GlobalCounter::TxFlowHit), 2);
     assert_eq!(stats.global(GlobalCounter::FlowMiss), 1);
+    // The first ACK (the copy was not there yet) and the last.
+    assert_eq!(stats.global(GlobalCounter::FlowCacheMiss), 2);
 }
 
 /// The flow key of a TCP packet `client:port → VIP:80`, as the program
@@ -131,7 +133,7 @@ fn key(client: std::net::Ipv4Addr, port: u16) -> FlowKey {
 /// `slots`) alone, each used twice so that the LRU holds them as dear as
 /// any flow placed before: the earlier flows are evicted, and only `kept`
 /// may still hold a copy of one.
-fn evict_all_but_slot(dp: &Dataplane, kept: u32, slots: u32) {
+fn evict_all_but_slot(dp: &Dataplane, kept: u32, slots: u32) -> u64 {
     let mut placed = 0;
     for n in 0..4000u32 {
         let other = std::net::Ipv4Addr::from(0xc633_6400 + n);
@@ -144,6 +146,7 @@ fn evict_all_but_slot(dp: &Dataplane, kept: u32, slots: u32) {
         placed += 1;
     }
     assert!(placed > 2000);
+    placed
 }
 
 /// A client port of `client`, other than `not`, whose flow's slot among
@@ -179,6 +182,10 @@ fn evicted_flow_goes_to(flow_cache: bool) -> (String, String, u64) {
     drain(&mut dp, &first);
     evict_all_but_slot(&dp, kept, DEFAULT_FLOW_CACHE_SLOTS);
     let after = send(&dp, &ack);
+    if !flow_cache {
+        let stats = dp.programmer().stats().unwrap();
+        assert_eq!(stats.global(GlobalCounter::FlowCacheMiss), 0);
+    }
     let misses = dp
         .programmer()
         .stats()
@@ -227,7 +234,7 @@ fn a_current_copy_is_not_displaced_by_a_flow_sharing_its_slot() {
     assert_eq!(send(&dp, &packet(40003, Tcp::Ack)), first);
     assert_eq!(send(&dp, &packet(other_port, Tcp::Ack)), other);
     drain(&mut dp, &first);
-    evict_all_but_slot(&dp, slot, slots);
+    let placed = evict_all_but_slot(&dp, slot, slots);
     assert_eq!(
         send(&dp, &packet(40003, Tcp::Ack)),
         first,
@@ -235,6 +242,9 @@ fn a_current_copy_is_not_displaced_by_a_flow_sharing_its_slot() {
     );
     let stats = dp.programmer().stats().unwrap();
     assert_eq!(stats.global(GlobalCounter::FlowMiss), 0);
+    // Both flows' first ACKs, and each evicting flow's ACK (its SYN made
+    // its slot stale); the last ACK was the cache's.
+    assert_eq!(stats.global(GlobalCounter::FlowCacheMiss), 2 + placed);
 }
 
 /// The loader's slot count is the one the program indexes by: a copy in
@@ -264,7 +274,7 @@ fn the_cache_has_the_slot_count_it_was_loaded_with() {
     let first = send(&dp, &packet(40004, Tcp::Syn));
     assert_eq!(send(&dp, &packet(40004, Tcp::Ack)), first);
     drain(&mut dp, &first);
-    evict_all_but_slot(&dp, kept, slots);
+    let _ = evict_all_but_slot(&dp, kept, slots);
     assert_eq!(send(&dp, &packet(40004, Tcp::Ack)), first, "copy not kept");
     // Placing the decoy is a table write at slot `kept`: it bumps the
     // epoch, so the evicted flow is placed anew.

@@ -106,6 +106,7 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     if current && same_flow(&slot.key, key) {
         return honoured(&slot.value);
     }
+    stats::bump(GlobalCounter::FlowCacheMiss);
     let value = table_entry(key)?;
     let hit = honoured(&value)?;
     // A current copy of another flow stays: with more active flows than
