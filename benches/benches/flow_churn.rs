@@ -25,6 +25,7 @@ use lb_abi::{
     stats::GlobalCounter,
 };
 use lb_dataplane::{Dataplane, LoadOptions, ProgramKind, Runner};
+use lb_testbed::pin_to_cpu;
 
 /// `n` established flows to the v4 TCP VIP, from distinct client
 /// addresses in 198.18.0.0/15 (the benchmarking range).
@@ -89,19 +90,6 @@ fn cache_misses(dp: &mut Dataplane) -> u64 {
         .stats()
         .unwrap()
         .global(GlobalCounter::FlowCacheMiss)
-}
-
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
-    unsafe {
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one),
-            0,
-            "pin to CPU {cpu}"
-        );
-    }
 }
 
 fn main() {

@@ -8,6 +8,7 @@ use etherparse::{NetSlice, SlicedPacket};
 use lb_abi::stats::GlobalCounter;
 use lb_dataplane::{Dataplane, Protocol};
 use lb_model::{Action, Model};
+use lb_testbed::pin_to_cpu;
 
 const VIP4: &str = "10.0.0.100";
 const VIP6: &str = "2001:db8::100";

@@ -12,6 +12,7 @@ use lb_abi::flow::FlowKey;
 use lb_abi::flow_cache::{DEFAULT_FLOW_CACHE_SLOTS, flow_cache_index};
 use lb_abi::stats::GlobalCounter;
 use lb_dataplane::{Dataplane, LoadOptions, ProgramKind, Protocol};
+use lb_testbed::pin_to_cpu;
 
 const VIP: &str = "10.0.0.100";
 const BACKENDS: [&str; 3] = ["10.1.0.1", "10.1.0.2", "10.1.0.3"];
@@ -58,6 +59,20 @@ fn loaded_with(options: LoadOptions) -> Dataplane {
     dp.programmer()
         .upsert_vip(&vip(VIP, 80, Protocol::Tcp, &all))
         .unwrap();
+    dp
+}
+
+/// A dataplane with a 128-entry flow table that a few thousand flows
+/// evict from, the caches on or off with `slots` flow-cache slots, driven
+/// from CPU 0.
+fn small_table(per_cpu_caches: bool, slots: u32) -> Dataplane {
+    let dp = loaded_with(LoadOptions {
+        per_cpu_caches,
+        flow_cache_slots: slots,
+        flow_table_entries: 128,
+        ..small_options(1021)
+    });
+    pin_to_cpu(0);
     dp
 }
 
@@ -167,12 +182,7 @@ fn port_where(
 /// entry); with it off, every hit is the table's, so the flow is placed
 /// anew. Shows the switch works and what the cache adds.
 fn evicted_flow_goes_to(flow_cache: bool) -> (String, String, u64) {
-    let mut dp = loaded_with(LoadOptions {
-        per_cpu_caches: flow_cache,
-        flow_table_entries: 128,
-        ..small_options(1021)
-    });
-    pin_to_cpu(0);
+    let mut dp = small_table(flow_cache, DEFAULT_FLOW_CACHE_SLOTS);
     let client: std::net::Ipv4Addr = "192.0.2.3".parse().unwrap();
     let kept = flow_cache_index(&key(client, 40002), DEFAULT_FLOW_CACHE_SLOTS);
     let syn = tcp(&client.to_string(), 40002, VIP, 80, Tcp::Syn, b"");
@@ -213,14 +223,9 @@ fn with_the_cache_off_every_hit_is_the_tables() {
 /// has, and the other flow is answered from the table.
 #[test]
 fn a_current_copy_is_not_displaced_by_a_flow_sharing_its_slot() {
-    let mut dp = loaded_with(LoadOptions {
-        per_cpu_caches: true,
-        flow_table_entries: 128,
-        ..small_options(1021)
-    });
-    pin_to_cpu(0);
-    let client: std::net::Ipv4Addr = "192.0.2.4".parse().unwrap();
     let slots = DEFAULT_FLOW_CACHE_SLOTS;
+    let mut dp = small_table(true, slots);
+    let client: std::net::Ipv4Addr = "192.0.2.4".parse().unwrap();
     let slot = flow_cache_index(&key(client, 40003), slots);
     let other_port = port_where(client, 40003, slots, |s| s == slot);
     let c = client.to_string();
@@ -254,13 +259,7 @@ fn a_current_copy_is_not_displaced_by_a_flow_sharing_its_slot() {
 #[test]
 fn the_cache_has_the_slot_count_it_was_loaded_with() {
     let slots = 5;
-    let mut dp = loaded_with(LoadOptions {
-        per_cpu_caches: true,
-        flow_cache_slots: slots,
-        flow_table_entries: 128,
-        ..small_options(1021)
-    });
-    pin_to_cpu(0);
+    let mut dp = small_table(true, slots);
     let client: std::net::Ipv4Addr = "192.0.2.5".parse().unwrap();
     let kept = flow_cache_index(&key(client, 40004), slots);
     let at_default = flow_cache_index(&key(client, 40004), DEFAULT_FLOW_CACHE_SLOTS);

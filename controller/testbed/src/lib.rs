@@ -1,4 +1,5 @@
-//! A small network lab: namespaces, veth pairs and raw packet sockets.
+//! A small network lab: namespaces, veth pairs and raw packet sockets, and
+//! pinning a thread to a CPU.
 //!
 //! Everything it creates is removed on drop, so a test or demo that panics
 //! halfway still leaves the machine clean. Names carry the process id, so
@@ -14,9 +15,11 @@
 //! # Ok::<(), lb_testbed::TestbedError>(())
 //! ```
 
+mod cpu;
 mod netns;
 mod socket;
 
+pub use cpu::pin_to_cpu;
 pub use netns::{Netns, VethPair};
 pub use socket::PacketSocket;
 
