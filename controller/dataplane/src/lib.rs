@@ -106,11 +106,12 @@ impl Dataplane {
         let bench_restore = u8::from(options.bench_restore);
         let caches = u8::from(options.per_cpu_caches);
         let udp_timeout_ns = options.udp_flow_timeout.as_nanos() as u64;
+        let cache_slots = options.allocated_flow_cache_slots();
         let mut ebpf = EbpfLoader::new()
             .override_global(RING_SIZE, &options.ring_size, true)
             .override_global("BENCH_RESTORE", &bench_restore, true)
             .override_global(CACHES_ENABLED, &caches, true)
-            .override_global(FLOW_CACHE_SLOTS, &options.flow_cache_slots, true)
+            .override_global(FLOW_CACHE_SLOTS, &cache_slots, true)
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
             .override_global(UDP_FLOW_TIMEOUT_NS, &udp_timeout_ns, true)
             .map_max_entries(VIPS, options.max_vips)
@@ -120,8 +121,8 @@ impl Dataplane {
             .map_max_entries(BACKENDS, options.max_backends)
             .map_max_entries(BACKEND_STATS, options.max_backends)
             .map_max_entries(FLOWS, options.flow_table_entries)
-            .map_max_entries(FLOW_CACHE, options.flow_cache_slots)
-            .map_max_entries(FLOW_CACHE_EPOCHS, options.flow_cache_slots)
+            .map_max_entries(FLOW_CACHE, cache_slots)
+            .map_max_entries(FLOW_CACHE_EPOCHS, cache_slots)
             .map_max_entries(RINGS, options.ring_slots())
             .load(BALANCER_OBJECT)
             .map_err(DataplaneError::Load)?;

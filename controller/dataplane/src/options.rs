@@ -31,7 +31,7 @@ pub struct LoadOptions {
     /// A slot serves one flow at a time; with many more TCP flows active per
     /// CPU than slots, most packets pay for the cache as well as the table
     /// (`cargo bench --bench flow_churn`), so size it to the working set or
-    /// turn the caches off.
+    /// turn the caches off. With the caches off a single slot is allocated.
     pub flow_cache_slots: u32,
     /// Benchmarks only: undo the encapsulation after building it, so that
     /// repeated `BPF_PROG_TEST_RUN` runs of one frame all take the full path.
@@ -87,6 +87,16 @@ impl LoadOptions {
             return Err(ConfigError::new("max_vips", "must be at most 1048576"));
         }
         Ok(())
+    }
+
+    /// Flow-cache slots (and epochs) to allocate: with the caches off
+    /// nothing reads them, so one.
+    pub(crate) fn allocated_flow_cache_slots(&self) -> u32 {
+        if self.per_cpu_caches {
+            self.flow_cache_slots
+        } else {
+            1
+        }
     }
 
     /// Slots of the ring map-of-maps: slot 0 for the reader barrier, one per

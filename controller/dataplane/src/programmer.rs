@@ -74,7 +74,7 @@ struct Programmed {
 pub struct Programmer {
     pub(crate) maps: Maps,
     ring_size: u32,
-    /// Slots of the flow cache, and so of its epoch array.
+    /// Slots of the flow cache as allocated, and so of its epoch array.
     flow_cache_slots: u32,
     barrier_ring: Array<MapData, u32>,
     vips: HashMap<VipKey, Programmed>,
@@ -101,7 +101,7 @@ impl Programmer {
         Ok(Self {
             maps,
             ring_size: options.ring_size,
-            flow_cache_slots: options.flow_cache_slots,
+            flow_cache_slots: options.allocated_flow_cache_slots(),
             barrier_ring,
             vips: HashMap::new(),
             backend_ids: BackendIds::new(options.max_backends),
