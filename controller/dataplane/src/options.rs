@@ -30,8 +30,9 @@ pub struct LoadOptions {
     /// Flow-cache slots per CPU (96 bytes each), 1 to 262,144. Default 4096.
     /// A slot serves one flow at a time; with many more TCP flows active per
     /// CPU than slots, most packets pay for the cache as well as the table
-    /// (`cargo bench --bench flow_churn`), so size it to the working set or
-    /// turn the caches off. With the caches off a single slot is allocated.
+    /// (the `flow_churn` bench in `benches/README.md`), so size it to the
+    /// working set or turn the caches off. With the caches off a single slot
+    /// is allocated.
     pub flow_cache_slots: u32,
     /// Benchmarks only: undo the encapsulation after building it, so that
     /// repeated `BPF_PROG_TEST_RUN` runs of one frame all take the full path.

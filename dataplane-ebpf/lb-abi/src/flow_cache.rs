@@ -21,9 +21,9 @@
 //! or its epoch has moved on). A current copy of another flow stays: with
 //! more active flows than slots, flows sharing a slot would otherwise evict
 //! each other on every packet, each miss paying a 96-byte slot write on top
-//! of the table lookup (`cargo bench --bench flow_churn` measures it). A
-//! slot turns over when a flow-table write at its index bumps the epoch,
-//! that is, whenever a new flow hashing there is placed.
+//! of the table lookup (the `flow_churn` bench measures it). A slot turns
+//! over when a flow-table write at its index bumps the epoch, that is,
+//! whenever a new flow hashing there is placed.
 //!
 //! UDP flows are not cached: each hit refreshes the entry's last-seen time
 //! in the table, which the cache would hide.
@@ -54,7 +54,7 @@ pub const CACHES_ENABLED: &str = "CACHES_ENABLED";
 /// by the loader.
 pub const FLOW_CACHE_SLOTS: &str = "FLOW_CACHE_SLOTS";
 /// Default slots per CPU: 4096 × 96 bytes = 384 KiB per CPU, about what a
-/// core's L2 holds. `cargo bench --bench flow_churn` shows where it pays.
+/// core's L2 holds. The `flow_churn` bench shows where it pays.
 pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 4096;
 /// Most slots per CPU: 24 MiB per CPU. Past a working set that size the
 /// flow table alone is the better deal; turn the caches off instead.
