@@ -75,18 +75,9 @@ fn v4_syn_then_flow_table_hit_after_ring_change() {
     let first = outer_dst(&k.frame);
 
     // Drain the chosen backend: the ring no longer names it, but it stays.
-    let backends: Vec<(String, u32)> = ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
-        .iter()
-        .map(|b| {
-            (
-                b.to_string(),
-                u32::from(b.parse::<std::net::IpAddr>().unwrap() != first),
-            )
-        })
-        .collect();
-    let refs: Vec<(&str, u32)> = backends.iter().map(|(a, w)| (a.as_str(), *w)).collect();
+    let weights = all_but(&["10.1.0.1", "10.1.0.2", "10.1.0.3"], first);
     dp.programmer()
-        .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &refs))
+        .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &weights))
         .unwrap();
     resync(&mut dp, &mut model);
     let hits = counter(&mut dp, GlobalCounter::TxFlowHit);
@@ -419,15 +410,7 @@ fn idle_udp_flows_expire_and_are_placed_anew() {
     };
     let first = send(&dp);
     // Only the other backend takes new flows from now on.
-    let weights: Vec<(&str, u32)> = backends
-        .iter()
-        .map(|b| {
-            (
-                *b,
-                u32::from(b.parse::<std::net::IpAddr>().unwrap() != first),
-            )
-        })
-        .collect();
+    let weights = all_but(&backends, first);
     dp.programmer()
         .upsert_vip(&vip(VIP4, 53, Protocol::Udp, &weights))
         .unwrap();
@@ -634,15 +617,7 @@ fn icmp_errors_about_a_vip_flow_reach_the_flows_backend() {
     );
     let owner = outer_dst(&k.frame);
     // The ring moves on; the flow (and so its ICMP errors) stays.
-    let weights: Vec<(&str, u32)> = ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
-        .into_iter()
-        .map(|b| {
-            (
-                b,
-                u32::from(b.parse::<std::net::IpAddr>().unwrap() != owner),
-            )
-        })
-        .collect();
+    let weights = all_but(&["10.1.0.1", "10.1.0.2", "10.1.0.3"], owner);
     dp.programmer()
         .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &weights))
         .unwrap();

@@ -36,12 +36,13 @@ fn send(dp: &Dataplane, frame: &[u8]) -> String {
 
 /// A dataplane whose VIP's ring has every backend but `drained`.
 fn drain(dp: &mut Dataplane, drained: &str) {
-    let weights: Vec<(&str, u32)> = BACKENDS
-        .iter()
-        .map(|b| (*b, u32::from(*b != drained)))
-        .collect();
     dp.programmer()
-        .upsert_vip(&vip(VIP, 80, Protocol::Tcp, &weights))
+        .upsert_vip(&vip(
+            VIP,
+            80,
+            Protocol::Tcp,
+            &all_but(&BACKENDS, drained.parse().unwrap()),
+        ))
         .unwrap();
 }
 

@@ -41,6 +41,20 @@ pub fn dataplane(ring_size: u32) -> Dataplane {
     dp
 }
 
+/// Weights for `backends` with `drained` at 0 (no new flows) and every
+/// other at 1.
+pub fn all_but<'a>(backends: &[&'a str], drained: std::net::IpAddr) -> Vec<(&'a str, u32)> {
+    backends
+        .iter()
+        .map(|b| {
+            (
+                *b,
+                u32::from(b.parse::<std::net::IpAddr>().unwrap() != drained),
+            )
+        })
+        .collect()
+}
+
 pub fn vip(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u32)]) -> VipConfig {
     VipConfig {
         address: address.parse().unwrap(),
