@@ -43,14 +43,14 @@ fn flows(n: u32) -> Vec<Vec<u8>> {
 /// copy is current, so each occupied slot serves exactly one flow of the
 /// set and the others sharing it miss on every pass.
 fn expected_hit_rate(frames: &[Vec<u8>], slots: u32) -> f64 {
-    let slots: std::collections::HashSet<u32> = frames
+    let occupied: std::collections::HashSet<u32> = frames
         .iter()
         .map(|f| {
             let key = lb_model::parse(f).expect("a TCP frame").key;
             flow_cache_index(&key, slots)
         })
         .collect();
-    slots.len() as f64 / frames.len() as f64
+    occupied.len() as f64 / frames.len() as f64
 }
 
 fn single_run_ns(runner: &Runner<'_>, frame: &[u8], want: u32) -> f64 {
@@ -62,11 +62,7 @@ fn single_run_ns(runner: &Runner<'_>, frame: &[u8], want: u32) -> f64 {
 /// Records every flow in `dp`'s flow table (the flood guard is off, so a
 /// non-SYN miss is recorded) and checks the next packet of each hits.
 fn place(dp: &mut Dataplane, frames: &[Vec<u8>]) {
-    let before = dp
-        .programmer()
-        .stats()
-        .unwrap()
-        .global(GlobalCounter::TxFlowHit);
+    let before = global(dp, GlobalCounter::TxFlowHit);
     {
         let runner = dp.runner(ProgramKind::Balancer).unwrap();
         for _ in 0..2 {
@@ -75,21 +71,13 @@ fn place(dp: &mut Dataplane, frames: &[Vec<u8>]) {
             }
         }
     }
-    let hits = dp
-        .programmer()
-        .stats()
-        .unwrap()
-        .global(GlobalCounter::TxFlowHit)
-        - before;
+    let hits = global(dp, GlobalCounter::TxFlowHit) - before;
     assert_eq!(hits, frames.len() as u64, "every flow recorded");
 }
 
-/// The balancer's `flow_cache_miss` counter, summed over CPUs.
-fn cache_misses(dp: &mut Dataplane) -> u64 {
-    dp.programmer()
-        .stats()
-        .unwrap()
-        .global(GlobalCounter::FlowCacheMiss)
+/// One of the balancer's global counters, summed over CPUs.
+fn global(dp: &mut Dataplane, counter: GlobalCounter) -> u64 {
+    dp.programmer().stats().unwrap().global(counter)
 }
 
 fn main() {
@@ -128,7 +116,8 @@ fn main() {
         let frames = flows(n);
         place(&mut on, &frames);
         place(&mut off, &frames);
-        let misses_before = cache_misses(&mut on);
+        let misses_before = global(&mut on, GlobalCounter::FlowCacheMiss);
+        // Flows of one packet per pass would give too few samples at N = 1.
         let rounds = (passes * 4_096).div_ceil(n).max(passes);
         let (mut t_on, mut t_off, mut t_empty) = (Vec::new(), Vec::new(), Vec::new());
         {
@@ -137,7 +126,6 @@ fn main() {
                 off.runner(ProgramKind::Balancer).unwrap(),
             );
             let empty = on.runner(ProgramKind::Pass).unwrap();
-            // Flows of one packet per pass would give too few samples at N = 1.
             for _ in 0..rounds {
                 for f in &frames {
                     t_on.push(single_run_ns(&cached, f, tx));
@@ -147,7 +135,9 @@ fn main() {
             }
         }
         let lookups = u64::from(rounds) * u64::from(n);
-        let measured = 1.0 - (cache_misses(&mut on) - misses_before) as f64 / lookups as f64;
+        let measured = 1.0
+            - (global(&mut on, GlobalCounter::FlowCacheMiss) - misses_before) as f64
+                / lookups as f64;
         let empty_ns = median(t_empty);
         let (on_net, off_net) = (median(t_on) - empty_ns, median(t_off) - empty_ns);
         println!(
