@@ -13,8 +13,7 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_abi::{
-    AddrKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::GlobalCounter,
-    vip::VipKey,
+    AddrKey, FAMILY_V4, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::GlobalCounter, vip::VipKey,
 };
 use lb_ebpf::packet::{ETH_LEN, IPV4_LEN, IPV6_LEN, bytes_at, load};
 
@@ -36,10 +35,10 @@ pub fn forward(ctx: &XdpContext, h: &Headers) -> Result<Verdict, Verdict> {
     }
     let outer_dst = outer_destination(ctx, h).ok_or(other)?;
     let Some(flow) = quoted_flow(ctx, h) else {
-        return Err(unreadable(&outer_dst));
+        return Err(unreadable(h.family, outer_dst));
     };
     // An error about a VIP flow is sent to the VIP.
-    if flow.dst != outer_dst.addr {
+    if flow.dst != outer_dst {
         return Err(other);
     }
     let vip_key = VipKey::of_flow(&flow);
@@ -60,17 +59,15 @@ pub fn forward(ctx: &XdpContext, h: &Headers) -> Result<Verdict, Verdict> {
     Ok(Verdict::tx(GlobalCounter::TxIcmpToBackend))
 }
 
+/// The error's destination address, wire layout.
 #[inline(always)]
-fn outer_destination(ctx: &XdpContext, h: &Headers) -> Option<AddrKey> {
+fn outer_destination(ctx: &XdpContext, h: &Headers) -> Option<[u32; 4]> {
     if h.family == FAMILY_V4 {
         let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN)?;
-        Some(AddrKey::from_wire(FAMILY_V4, [load(ip, 16), 0, 0, 0]))
+        Some([load(ip, 16), 0, 0, 0])
     } else {
         let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN)?;
-        Some(AddrKey::from_wire(
-            FAMILY_V6,
-            [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)],
-        ))
+        Some([load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)])
     }
 }
 
@@ -116,10 +113,14 @@ fn quoted_flow(ctx: &XdpContext, h: &Headers) -> Option<FlowKey> {
 /// An error whose quoted packet cannot be read: dropped if it was sent to
 /// an address with a VIP (it can only have been about a VIP flow we cannot
 /// place), passed otherwise.
+//
+// The key is built here, off the steered path: LLVM writes its three
+// padding bytes with a call to a byte-loop `memset`.
 #[inline(always)]
-fn unreadable(outer_dst: &AddrKey) -> Verdict {
+fn unreadable(family: u8, outer_dst: [u32; 4]) -> Verdict {
+    let key = AddrKey::from_wire(family, outer_dst);
     // SAFETY: no preallocation; only presence is tested.
-    if unsafe { maps::VIP_ADDRS.get(outer_dst) }.is_some() {
+    if unsafe { maps::VIP_ADDRS.get(&key) }.is_some() {
         Verdict::drop(GlobalCounter::DropBadIcmp)
     } else {
         Verdict::pass(GlobalCounter::PassOtherProtocol)

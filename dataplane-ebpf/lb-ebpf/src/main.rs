@@ -35,9 +35,14 @@ mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
+use lb_abi::stats::GlobalCounter;
+
 use crate::verdict::Verdict;
 
 #[xdp]
+// The macro wraps this in the program's entry; without the hint LLVM would
+// leave it a BPF-to-BPF call, which costs a call and a return per packet.
+#[inline(always)]
 pub fn balancer(ctx: XdpContext) -> u32 {
     let verdict = match forward(&ctx) {
         Ok(v) | Err(v) => v,
@@ -48,7 +53,19 @@ pub fn balancer(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
-    let headers = parse::parse(ctx)?;
+    // One copy of the path per family: see `parse::parse`.
+    let ethertype = parse::ethertype(ctx)?;
+    if ethertype == parse::ETH_P_IP {
+        forward_ip(ctx, parse::parse(ctx, parse::Family::V4)?)
+    } else if ethertype == parse::ETH_P_IPV6 {
+        forward_ip(ctx, parse::parse(ctx, parse::Family::V6)?)
+    } else {
+        Err(Verdict::pass(GlobalCounter::PassNotIp))
+    }
+}
+
+#[inline(always)]
+fn forward_ip(ctx: &XdpContext, headers: parse::Headers) -> Result<Verdict, Verdict> {
     if headers.proto == parse::PROTO_ICMP || headers.proto == parse::PROTO_ICMPV6 {
         return icmp::forward(ctx, &headers);
     }

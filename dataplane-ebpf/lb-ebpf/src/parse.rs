@@ -12,8 +12,7 @@ use lb_abi::{
     FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::GlobalCounter, vip::VipKey,
 };
 
-pub use lb_ebpf::packet::{ETH_LEN, IPV4_LEN, IPV6_LEN, bytes_at, load};
-use lb_ebpf::packet::{ETH_P_IP, ETH_P_IPV6};
+pub use lb_ebpf::packet::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN, bytes_at, load};
 
 use crate::verdict::Verdict;
 
@@ -49,18 +48,33 @@ pub struct Headers {
     pub dont_fragment: bool,
 }
 
-/// Parses Ethernet and IPv4/IPv6, and checks the TCP/UDP header is there.
+/// The IP family of a frame.
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// The frame's EtherType, as a native load of its wire bytes reads it
+/// (compare with [`ETH_P_IP`], [`ETH_P_IPV6`]).
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Headers, Verdict> {
-    let frame_len = (ctx.data_end() - ctx.data()) as u32;
+pub fn ethertype(ctx: &XdpContext) -> Result<u16, Verdict> {
     let eth = bytes_at(ctx, 0, ETH_LEN).ok_or(Verdict::pass(GlobalCounter::PassTruncated))?;
-    let ethertype: u16 = load(eth, 12);
-    let headers = if ethertype == ETH_P_IP {
-        parse_v4(ctx, frame_len)?
-    } else if ethertype == ETH_P_IPV6 {
-        parse_v6(ctx, frame_len)?
-    } else {
-        return Err(Verdict::pass(GlobalCounter::PassNotIp));
+    Ok(load(eth, 12))
+}
+
+/// Parses the IP header of `family`, and checks the TCP/UDP/ICMP header
+/// is there.
+///
+/// Called once per family with a constant `family`, so that the path after
+/// it is inlined once per family too: every family test and header offset
+/// then folds to a constant, instead of one merged path carrying the
+/// family's values in (spilled) registers.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext, family: Family) -> Result<Headers, Verdict> {
+    let frame_len = (ctx.data_end() - ctx.data()) as u32;
+    let headers = match family {
+        Family::V4 => parse_v4(ctx, frame_len)?,
+        Family::V6 => parse_v6(ctx, frame_len)?,
     };
     let icmp = if headers.family == FAMILY_V4 {
         PROTO_ICMP

@@ -8,7 +8,7 @@ use lb_abi::{
     FAMILY_V6, PROTO_UDP,
     backend::{Backend, EMPTY_GENERATION},
     flow::{FlowKey, FlowValue},
-    flow_cache::{FlowCacheSlot, flow_cache_index, same_flow},
+    flow_cache::{flow_cache_index, same_flow},
     hash::{flow_hash, ring_index},
     ring::NO_RING,
     stats::GlobalCounter,
@@ -113,13 +113,12 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     // slots, flows sharing a slot would otherwise evict each other on every
     // packet, each miss paying a slot write on top of the table lookup.
     // The slot frees up when a flow-table write at its index bumps the
-    // epoch.
+    // epoch. (Field by field: a whole-struct write compiles to a call to a
+    // byte-loop `memcpy` for the key.)
     if !current {
-        *slot = FlowCacheSlot {
-            key: *key,
-            value,
-            epoch,
-        };
+        slot.key = *key;
+        slot.value = value;
+        slot.epoch = epoch;
     }
     Some(hit)
 }

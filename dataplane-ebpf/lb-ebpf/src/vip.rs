@@ -4,7 +4,7 @@ use lb_abi::{
     filter::filter_bit,
     stats::GlobalCounter,
     vip::{VipKey, VipValue},
-    vip_cache::{VipCacheSlot, same_vip, vip_cache_index},
+    vip_cache::{same_vip, vip_cache_index},
 };
 
 use crate::{
@@ -51,12 +51,11 @@ pub fn lookup(key: &VipKey) -> Result<VipValue, Verdict> {
         return Ok(slot.value);
     }
     let value = map_lookup(key)?;
-    *slot = VipCacheSlot {
-        key: *key,
-        _pad: 0,
-        value,
-        epoch,
-    };
+    // Field by field: a whole-struct write compiles to a call to a
+    // byte-loop `memcpy` for the key.
+    slot.key = *key;
+    slot.value = value;
+    slot.epoch = epoch;
     Ok(value)
 }
 
