@@ -14,6 +14,8 @@
 //!    names any more are cleared (generation 0) and their ids recycled.
 //!    Flow entries pointing at a recycled id carry the old generation and
 //!    re-hash instead of following the id to its next holder.
+//!    Flow-cache copies stop being honoured when an id is cleared or a
+//!    VIP's generation changes: both bump the cache's generation epoch.
 //!
 //! If anything fails before step 3, the VIP's old state stays in force.
 
@@ -26,7 +28,7 @@ use lb_abi::{
     control::CONTROL,
     filter::{VIP_ADDRS, VIP_FILTER, filter_bit},
     flow::{FLOWS, FlowKey, FlowValue},
-    flow_cache::FLOW_CACHE_EPOCHS,
+    flow_cache::{FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH},
     ring::{INNER_MAP_FLAGS, NO_RING, RINGS},
     stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS, VipKey, VipValue, flags},
@@ -53,6 +55,7 @@ pub(crate) struct Maps {
     pub(crate) backends: Array<MapData, Backend>,
     pub(crate) flows: BpfHashMap<MapData, FlowKey, FlowValue>,
     pub(crate) flow_cache_epochs: Array<MapData, u64>,
+    pub(crate) flow_cache_generation_epoch: Array<MapData, u64>,
     pub(crate) vip_cache_epoch: Array<MapData, u64>,
     pub(crate) rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
     pub(crate) control: Array<MapData, lb_abi::control::Control>,
@@ -333,7 +336,19 @@ impl Programmer {
         } else {
             self.state.vip_generations.insert(index, generation);
         }
-        Ok(())
+        self.bump_flow_cache_generation_epoch()
+    }
+
+    /// After every write that can make a flow entry fail its generation
+    /// checks (a VIP's generation, a cleared backend id): from here on no
+    /// program takes a backend from a flow-cache copy made before the write
+    /// (see `lb_abi::flow_cache`).
+    fn bump_flow_cache_generation_epoch(&mut self) -> Result<(), DataplaneError> {
+        bump_epoch(
+            &mut self.maps.flow_cache_generation_epoch,
+            FLOW_CACHE_GENERATION_EPOCH,
+            0,
+        )
     }
 
     /// Counts a VIP on its address: filter bit and exact address entry go
@@ -408,7 +423,18 @@ impl Programmer {
         if old.value.ring_slot != NO_RING {
             self.ring_slots.release(old.value.ring_slot);
         }
-        for id in freed {
+        let cleared = self.clear_backends(&freed);
+        if !freed.is_empty() {
+            // Also after a failed clear: no copy may follow an id cleared
+            // before it.
+            self.bump_flow_cache_generation_epoch()?;
+        }
+        cleared
+    }
+
+    /// Clears the entries of `ids` and recycles them.
+    fn clear_backends(&mut self, ids: &[u32]) -> Result<(), DataplaneError> {
+        for &id in ids {
             self.maps
                 .backends
                 .set(id, &Backend::default(), 0)

@@ -1,6 +1,7 @@
 //! The per-CPU caches in front of the flow table and the VIP map: a flow
 //! copy is honoured only while no CPU has written the table for its slot
-//! since, userspace clearing the flows drops every copy, a VIP update is
+//! since and no config change could have failed its entry's generation
+//! checks, userspace clearing the flows drops every copy, a VIP update is
 //! seen by the next packet on every CPU, and the load-time switch turns the
 //! caches off.
 
@@ -286,6 +287,59 @@ fn the_cache_has_the_slot_count_it_was_loaded_with() {
     assert_eq!(stats.global(GlobalCounter::FlowMiss), 1);
     // Bumps exactly the loaded slots' epochs.
     dp.programmer().clear_flows().unwrap();
+}
+
+/// A flow placed on CPU 0 and answered once more there, so CPU 0 holds a
+/// copy of its entry; its backend.
+fn cached_flow(dp: &Dataplane, client: &str, port: u16) -> (Vec<u8>, String) {
+    pin_to_cpu(0);
+    let syn = tcp(client, port, VIP, 80, Tcp::Syn, b"");
+    let ack = tcp(client, port, VIP, 80, Tcp::Ack, b"data");
+    let backend = send(dp, &syn);
+    assert_eq!(send(dp, &ack), backend);
+    (ack, backend)
+}
+
+#[test]
+fn a_copy_is_not_honoured_once_its_backend_is_removed() {
+    let mut dp = loaded();
+    let (ack, first) = cached_flow(&dp, "192.0.2.5", 42000);
+    drain(&mut dp, &first);
+    // Drained, the backend keeps its flows: the copy still answers.
+    assert_eq!(send(&dp, &ack), first);
+    let rest: Vec<(&str, u32)> = BACKENDS
+        .iter()
+        .filter(|b| **b != first)
+        .map(|b| (*b, 1))
+        .collect();
+    dp.programmer()
+        .upsert_vip(&vip(VIP, 80, Protocol::Tcp, &rest))
+        .unwrap();
+    // Removed, it gets nothing: the copy names an id that was cleared.
+    assert_ne!(send(&dp, &ack), first, "a copy outlived its backend");
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(stats.global(GlobalCounter::TxFlowHit), 2);
+    assert_eq!(stats.global(GlobalCounter::FlowMiss), 1);
+    // The first ACK (no copy yet) and the last (its copy was dropped).
+    assert_eq!(stats.global(GlobalCounter::FlowCacheMiss), 2);
+}
+
+#[test]
+fn a_copy_is_not_honoured_once_its_vip_skips_the_flow_table() {
+    let mut dp = loaded();
+    let (ack, _) = cached_flow(&dp, "192.0.2.6", 42001);
+    let all: Vec<(&str, u32)> = BACKENDS.iter().map(|b| (*b, 1)).collect();
+    let mut config = vip(VIP, 80, Protocol::Tcp, &all);
+    config.flags = lb_abi::vip::flags::NO_FLOW_TABLE;
+    dp.programmer().upsert_vip(&config).unwrap();
+    send(&dp, &ack);
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(
+        stats.global(GlobalCounter::TxFlowHit),
+        1,
+        "a copy answered for a VIP that no longer uses the flow table"
+    );
+    assert_eq!(stats.global(GlobalCounter::TxRing), 2);
 }
 
 #[test]

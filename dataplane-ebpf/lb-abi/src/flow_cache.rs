@@ -2,9 +2,10 @@
 //!
 //! A flow-table hit is a hash-map lookup: hashing a 40-byte key and walking
 //! a bucket. The cache answers a TCP flow's next packets with one array
-//! load and a key compare instead. It holds copies of [`FLOWS`] entries and
-//! never decides anything itself: an entry is honoured under the same VIP
-//! and backend generation checks as the table's.
+//! load and a key compare instead. It holds copies of what [`FLOWS`]
+//! entries said and never decides anything itself: a copy is taken only of
+//! an entry that passed the table's VIP and backend generation checks, and
+//! honoured only while none of those generations can have changed since.
 //!
 //! Maps:
 //! - [`FLOW_CACHE`]: per-CPU array of [`FLOW_CACHE_SLOTS`] [`FlowCacheSlot`]s
@@ -16,11 +17,20 @@
 //!   was filled under is current. So a flow placed anew on one CPU (a SYN)
 //!   is never answered from another CPU's older copy, and userspace
 //!   invalidates every copy by bumping every epoch (after clearing flows).
+//! - [`FLOW_CACHE_GENERATION_EPOCH`]: array of one `u64`, written by
+//!   userspace only. Userspace bumps it after every write that can make an
+//!   entry fail the generation checks: a VIP's generation changing in
+//!   [`VIP_GENERATIONS`] and a backend id being cleared in [`BACKENDS`]. A
+//!   copy is honoured only under the generation epoch it was taken under
+//!   (read before the checks were made), so a hit needs neither map: one
+//!   shared, read-mostly word stands for both. A config change thus drops
+//!   every CPU's copies at once; each flow's next packet refills its slot
+//!   from the table.
 //!
 //! A miss fills the slot only when the slot holds no current copy (empty,
-//! or its epoch has moved on). A current copy of another flow stays: with
+//! or either epoch has moved on). A current copy of another flow stays: with
 //! more active flows than slots, flows sharing a slot would otherwise evict
-//! each other on every packet, each miss paying a 96-byte slot write on top
+//! each other on every packet, each miss paying an 88-byte slot write on top
 //! of the table lookup (the `flow_churn` bench measures it). A slot turns
 //! over when a flow-table write at its index bumps the epoch, that is,
 //! whenever a new flow hashing there is placed.
@@ -37,38 +47,46 @@
 //! every hit is a table lookup and every VIP a map lookup.
 //!
 //! [`FLOWS`]: crate::flow::FLOWS
+//! [`VIP_GENERATIONS`]: crate::vip::VIP_GENERATIONS
+//! [`BACKENDS`]: crate::backend::BACKENDS
 
-use crate::{
-    flow::{FlowKey, FlowValue},
-    hash::ring_index,
-};
+use crate::{backend::Backend, flow::FlowKey, hash::ring_index};
 
 /// Name of the per-CPU cache map in the eBPF object.
 pub const FLOW_CACHE: &str = "FLOW_CACHE";
 /// Name of the shared epoch array in the eBPF object.
 pub const FLOW_CACHE_EPOCHS: &str = "FLOW_CACHE_EPOCHS";
+/// Name of the generation epoch (an array of one) in the eBPF object.
+pub const FLOW_CACHE_GENERATION_EPOCH: &str = "FLOW_CACHE_GENERATION_EPOCH";
 /// Name of the global that switches both per-CPU caches on (non-zero) or
 /// off.
 pub const CACHES_ENABLED: &str = "CACHES_ENABLED";
 /// Name of the global holding the slot count per CPU (and of epochs), set
 /// by the loader.
 pub const FLOW_CACHE_SLOTS: &str = "FLOW_CACHE_SLOTS";
-/// Default slots per CPU: 4096 × 96 bytes = 384 KiB per CPU, about what a
+/// Default slots per CPU: 4096 × 88 bytes = 352 KiB per CPU, about what a
 /// core's L2 holds. The `flow_churn` bench shows where it pays.
 pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 4096;
-/// Most slots per CPU: 24 MiB per CPU. Past a working set that size the
+/// Most slots per CPU: 22 MiB per CPU. Past a working set that size the
 /// flow table alone is the better deal; turn the caches off instead.
 pub const MAX_FLOW_CACHE_SLOTS: u32 = 1 << 18;
 
-/// One cached flow-table entry.
+/// One cached flow-table hit: what the hit uses of the entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowCacheSlot {
-    pub key: FlowKey,
-    pub value: FlowValue,
-    /// [`FLOW_CACHE_EPOCHS`] at the slot's index when the copy was taken.
     /// (An empty slot is all zero; its key's family 0 matches no packet.)
+    pub key: FlowKey,
+    /// The entry's backend.
+    pub backend: Backend,
+    /// The entry's backend id.
+    pub backend_id: u32,
+    /// Stats index of the VIP that placed the flow.
+    pub vip_index: u32,
+    /// [`FLOW_CACHE_EPOCHS`] at the slot's index when the copy was taken.
     pub epoch: u64,
+    /// [`FLOW_CACHE_GENERATION_EPOCH`] when the copy was taken.
+    pub generation_epoch: u64,
 }
 
 /// The cache slot (and epoch) of `key` among `slots`: its words folded by
@@ -106,7 +124,7 @@ mod tests {
 
     #[test]
     fn layout_is_pinned() {
-        assert_eq!(size_of::<FlowCacheSlot>(), 96);
+        assert_eq!(size_of::<FlowCacheSlot>(), 88);
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub static FLOW_CACHE: PerCpuArray<FlowCacheSlot, { DEFAULT_FLOW_CACHE_SLOTS as 
 pub static FLOW_CACHE_EPOCHS: Array<u64, { DEFAULT_FLOW_CACHE_SLOTS as usize }> = Array::new();
 
 #[btf_map]
+pub static FLOW_CACHE_GENERATION_EPOCH: Array<u64, 1> = Array::new();
+
+#[btf_map]
 pub static RINGS: ArrayOfMaps<
     Array<u32, 1, { INNER_MAP_FLAGS as usize }>,
     { placeholder::RING_SLOTS },

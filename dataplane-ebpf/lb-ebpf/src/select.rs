@@ -3,7 +3,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::bindings::BPF_ANY;
+use aya_ebpf::{bindings::BPF_ANY, btf_maps::Array};
 use lb_abi::{
     FAMILY_V6, PROTO_UDP,
     backend::{Backend, EMPTY_GENERATION},
@@ -18,8 +18,8 @@ use lb_abi::{
 use crate::{
     clock, flood,
     maps::{
-        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOWS, RINGS, VIP_GENERATIONS, caches_enabled,
-        flow_cache_slots, ring_size, udp_flow_timeout_ns,
+        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH, FLOWS, RINGS,
+        VIP_GENERATIONS, caches_enabled, flow_cache_slots, ring_size, udp_flow_timeout_ns,
     },
     stats,
     verdict::Verdict,
@@ -95,16 +95,26 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
         return table_hit(key, lookup);
     }
     let index = flow_cache_index(key, flow_cache_slots());
-    // Read before the table: a write to the table after this read bumps
-    // the epoch, so a copy of what we read is never honoured past it.
-    let epoch = read_epoch(index)?;
+    // Both epochs are read before the table and the generations: a write
+    // to any of them after these reads bumps an epoch, so a copy of what
+    // we read is never honoured past it.
+    let generation_epoch = read_epoch(&FLOW_CACHE_GENERATION_EPOCH, 0)?;
+    let epoch = read_epoch(&FLOW_CACHE_EPOCHS, index)?;
     let slot = FLOW_CACHE.get_ptr_mut(index)?;
     // SAFETY: this CPU's slot; only this CPU's programs touch it, one at a
     // time.
     let slot = unsafe { &mut *slot };
-    let current = slot.epoch == epoch && slot.key.family != 0;
+    let current =
+        slot.epoch == epoch && slot.generation_epoch == generation_epoch && slot.key.family != 0;
     if current && same_flow(&slot.key, key) {
-        return honoured(&slot.value);
+        // Taken of an honoured entry, under the same generation epoch:
+        // the generation checks would pass again.
+        let chosen = Selection {
+            backend: slot.backend,
+            backend_id: slot.backend_id,
+            via: GlobalCounter::TxFlowHit,
+        };
+        return Some((chosen, slot.vip_index));
     }
     stats::bump(GlobalCounter::FlowCacheMiss);
     let value = table_entry(key)?;
@@ -117,8 +127,11 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     // byte-loop `memcpy` for the key.)
     if !current {
         slot.key = *key;
-        slot.value = value;
+        slot.backend = value.backend;
+        slot.backend_id = value.backend_id;
+        slot.vip_index = value.vip_index;
         slot.epoch = epoch;
+        slot.generation_epoch = generation_epoch;
     }
     Some(hit)
 }
@@ -192,11 +205,16 @@ fn honoured(value: &FlowValue) -> Option<(Selection, u32)> {
     Some((chosen, value.vip_index))
 }
 
+/// Entry `index` of an epoch array.
 #[inline(always)]
-fn read_epoch(index: u32) -> Option<u64> {
-    let epoch = FLOW_CACHE_EPOCHS.get_ptr(index)?;
-    // SAFETY: an aligned u64 in a shared array; other CPUs bump it
-    // atomically, so this load sees a whole value.
+fn read_epoch<const N: usize, const F: usize>(
+    epochs: &Array<u64, N, F>,
+    index: u32,
+) -> Option<u64> {
+    let epoch = epochs.get_ptr(index)?;
+    // SAFETY: an aligned u64 in a shared array; writers replace it whole
+    // (userspace) or bump it atomically (other CPUs), so this load sees a
+    // whole value.
     Some(unsafe { core::ptr::read_volatile(epoch) })
 }
 
