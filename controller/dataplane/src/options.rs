@@ -27,7 +27,7 @@ pub struct LoadOptions {
     /// for x86-64 hosts only, whose memory ordering the caches' epoch
     /// protocol relies on.
     pub per_cpu_caches: bool,
-    /// Flow-cache slots per CPU (96 bytes each), 1 to 262,144. Default 4096.
+    /// Flow-cache slots per CPU (88 bytes each), 1 to 262,144. Default 4096.
     /// A slot serves one flow at a time; with many more TCP flows active per
     /// CPU than slots, most packets pay for the cache as well as the table
     /// (the `flow_churn` bench in `benches/README.md`), so size it to the

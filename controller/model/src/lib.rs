@@ -15,8 +15,8 @@
 //!
 //! The model's flow table never evicts, and the program's per-CPU flow
 //! cache (`lb_abi::flow_cache`) is not modelled: it holds copies of table
-//! entries honoured under the same checks, so it changes nothing the model
-//! answers. (It can keep a flow whose entry the kernel's LRU evicted, which
+//! entries that passed the same checks, dropped whenever a generation they
+//! depend on may have changed, so it changes nothing the model answers. (It can keep a flow whose entry the kernel's LRU evicted, which
 //! the model, evicting nothing, agrees with.)
 
 pub mod frame;
