@@ -15,8 +15,7 @@
 
 mod common;
 
-use common::{env, frame, loaded, median};
-use etherparse::PacketBuilder;
+use common::{env, frag_needed, frame, loaded, median, udp_frame};
 use lb_abi::stats::GlobalCounter;
 use lb_dataplane::{Decap, ProgramKind, Runner};
 use lb_model::Model;
@@ -230,32 +229,4 @@ impl<'a> Row<'a> {
             katran,
         }
     }
-}
-
-/// UDP with 64 bytes of payload to the v4 VIP's port 53.
-fn udp_frame() -> Vec<u8> {
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([192, 0, 2, 1], [10, 0, 0, 100], 64)
-        .udp(31_337, 53)
-        .write(&mut out, &[0x5a; 64])
-        .unwrap();
-    out
-}
-
-/// A router's fragmentation-needed to the VIP about the placed v4 flow
-/// (quoting the backend's reply 10.0.0.100:80 → 192.0.2.1:31337).
-fn frag_needed() -> Vec<u8> {
-    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
-    icmp.extend_from_slice(&[0x45, 0, 0x05, 0xdc, 0, 0, 0x40, 0, 64, 6, 0, 0]);
-    icmp.extend_from_slice(&[10, 0, 0, 100, 192, 0, 2, 1]);
-    icmp.extend_from_slice(&80u16.to_be_bytes());
-    icmp.extend_from_slice(&31_337u16.to_be_bytes());
-    icmp.extend_from_slice(&[0, 0, 0, 1]);
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([198, 51, 100, 1], [10, 0, 0, 100], 64)
-        .write(&mut out, etherparse::IpNumber::ICMP, &icmp)
-        .unwrap();
-    out
 }

@@ -59,7 +59,20 @@ pub fn loaded(flood_threshold: u32, per_cpu_caches: bool) -> Dataplane {
 
 /// [`loaded`] with any options.
 pub fn loaded_with(options: &LoadOptions) -> Dataplane {
-    let mut dp = Dataplane::load(options).expect("load the dataplane (run as root)");
+    configured(Dataplane::load(options).expect("load the dataplane (run as root)"))
+}
+
+/// [`loaded`] from a balancer object other than this build's.
+pub fn loaded_object(object: &[u8], flood_threshold: u32) -> Dataplane {
+    let options = LoadOptions {
+        new_flows_per_cpu_per_sec: flood_threshold,
+        ..bench_options()
+    };
+    configured(Dataplane::load_object(object, &options).expect("load the object (run as root)"))
+}
+
+/// `dp` with the bench's node and VIPs.
+fn configured(mut dp: Dataplane) -> Dataplane {
     dp.programmer()
         .set_node(&NodeConfig {
             gateway_mac: [2, 0, 0, 0, 0, 3],
@@ -96,4 +109,32 @@ pub fn loaded_with(options: &LoadOptions) -> Dataplane {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// UDP with 64 bytes of payload to the v4 VIP's port 53.
+pub fn udp_frame() -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([192, 0, 2, 1], [10, 0, 0, 100], 64)
+        .udp(31_337, 53)
+        .write(&mut out, &[0x5a; 64])
+        .unwrap();
+    out
+}
+
+/// A router's fragmentation-needed to the VIP about the placed v4 flow
+/// (quoting the backend's reply 10.0.0.100:80 → 192.0.2.1:31337).
+pub fn frag_needed() -> Vec<u8> {
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
+    icmp.extend_from_slice(&[0x45, 0, 0x05, 0xdc, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    icmp.extend_from_slice(&[10, 0, 0, 100, 192, 0, 2, 1]);
+    icmp.extend_from_slice(&80u16.to_be_bytes());
+    icmp.extend_from_slice(&31_337u16.to_be_bytes());
+    icmp.extend_from_slice(&[0, 0, 0, 1]);
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([198, 51, 100, 1], [10, 0, 0, 100], 64)
+        .write(&mut out, etherparse::IpNumber::ICMP, &icmp)
+        .unwrap();
+    out
 }

@@ -105,6 +105,15 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads and verifies the programs with the given sizes.
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
+        Self::load_object(BALANCER_OBJECT, options)
+    }
+
+    /// [`Dataplane::load`] with a balancer object other than the one built
+    /// into this crate: another build of it, to time side by side with
+    /// this one (the `xdp_ab` bench). The object must declare every map
+    /// and global this crate programs; one built before a map was added
+    /// fails to load, naming it.
+    pub fn load_object(object: &[u8], options: &LoadOptions) -> Result<Self, DataplaneError> {
         options.validate()?;
         let bench_restore = u8::from(options.bench_restore);
         let caches = u8::from(options.per_cpu_caches);
@@ -127,7 +136,7 @@ impl Dataplane {
             .map_max_entries(FLOW_CACHE, cache_slots)
             .map_max_entries(FLOW_CACHE_EPOCHS, cache_slots)
             .map_max_entries(RINGS, options.ring_slots())
-            .load(BALANCER_OBJECT)
+            .load(object)
             .map_err(DataplaneError::Load)?;
         for kind in [ProgramKind::Balancer, ProgramKind::Pass] {
             let program = xdp_mut(&mut ebpf, kind.name())?;
