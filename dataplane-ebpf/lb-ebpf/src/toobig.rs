@@ -32,7 +32,7 @@ const REPLY_TTL: u8 = 64;
 /// `mtu` is the size the client's packets must fit in.
 #[inline(always)]
 pub fn answer(ctx: &XdpContext, h: &Headers, mtu: u32) -> Verdict {
-    if h.family == FAMILY_V4 && !h.dont_fragment {
+    if h.family == FAMILY_V4 && !h.dont_fragment() {
         return Verdict::drop(GlobalCounter::DropTooBig);
     }
     let built = if h.family == FAMILY_V4 {

@@ -79,10 +79,10 @@ fn map_lookup(key: &VipKey) -> Result<VipValue, Verdict> {
 /// lengths that disagree with the frame (a backend would get garbage).
 #[inline(always)]
 pub fn check(h: &Headers) -> Result<(), Verdict> {
-    if h.has_options {
+    if h.has_options() {
         return Err(Verdict::drop(GlobalCounter::DropIpv4Options));
     }
-    if h.is_fragment {
+    if h.is_fragment() {
         return Err(Verdict::drop(GlobalCounter::DropFragment));
     }
     if h.ip_len < h.l3_len + l4_min_len(h.proto) || h.ip_len + ETH_LEN as u32 > h.frame_len {
