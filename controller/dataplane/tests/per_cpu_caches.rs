@@ -78,6 +78,17 @@ fn small_table(per_cpu_caches: bool, slots: u32) -> Dataplane {
     dp
 }
 
+/// A flow placed on CPU 0 and answered once more there, so CPU 0 holds a
+/// copy of its entry; its backend.
+fn cached_flow(dp: &Dataplane, client: &str, port: u16) -> (Vec<u8>, String) {
+    pin_to_cpu(0);
+    let syn = tcp(client, port, VIP, 80, Tcp::Syn, b"");
+    let ack = tcp(client, port, VIP, 80, Tcp::Ack, b"data");
+    let backend = send(dp, &syn);
+    assert_eq!(send(dp, &ack), backend);
+    (ack, backend)
+}
+
 #[test]
 fn a_flow_placed_anew_on_another_cpu_is_not_answered_from_this_cpus_copy() {
     assert!(
@@ -110,11 +121,7 @@ fn a_flow_placed_anew_on_another_cpu_is_not_answered_from_this_cpus_copy() {
 #[test]
 fn clearing_the_flows_drops_every_cached_copy() {
     let mut dp = loaded();
-    pin_to_cpu(0);
-    let syn = tcp("192.0.2.2", 40001, VIP, 80, Tcp::Syn, b"");
-    let ack = tcp("192.0.2.2", 40001, VIP, 80, Tcp::Ack, b"data");
-    let first = send(&dp, &syn);
-    assert_eq!(send(&dp, &ack), first);
+    let (ack, first) = cached_flow(&dp, "192.0.2.2", 40001);
     // Still a valid backend, only out of the ring: the flow would stay.
     drain(&mut dp, &first);
     assert_eq!(send(&dp, &ack), first);
@@ -287,17 +294,6 @@ fn the_cache_has_the_slot_count_it_was_loaded_with() {
     assert_eq!(stats.global(GlobalCounter::FlowMiss), 1);
     // Bumps exactly the loaded slots' epochs.
     dp.programmer().clear_flows().unwrap();
-}
-
-/// A flow placed on CPU 0 and answered once more there, so CPU 0 holds a
-/// copy of its entry; its backend.
-fn cached_flow(dp: &Dataplane, client: &str, port: u16) -> (Vec<u8>, String) {
-    pin_to_cpu(0);
-    let syn = tcp(client, port, VIP, 80, Tcp::Syn, b"");
-    let ack = tcp(client, port, VIP, 80, Tcp::Ack, b"data");
-    let backend = send(dp, &syn);
-    assert_eq!(send(dp, &ack), backend);
-    (ack, backend)
 }
 
 #[test]
