@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::{env, frag_needed, frame, loaded, loaded_object, median};
+use common::{env, frag_needed, frame, loaded, loaded_object, median, udp_frame};
 use lb_dataplane::{Dataplane, ProgramKind, Runner};
 
 /// One build's dataplanes: SYNs past the flood guard (as `xdp_paths`
@@ -86,6 +86,7 @@ fn main() {
     let builds: Vec<Build> = names.split(',').map(Build::load).collect();
     let v4_ack = frame("192.0.2.1", "10.0.0.100", false);
     let v6_ack = frame("2001:db8:c::1", "2001:db8::100", false);
+    let udp = udp_frame();
     let paths = [
         Path {
             name: "v4 SYN",
@@ -108,6 +109,11 @@ fn main() {
             guarded: false,
         },
         Path {
+            name: "v4 UDP flow-table hit",
+            frame: udp.clone(),
+            guarded: false,
+        },
+        Path {
             name: "v4 ICMP frag-needed steered",
             frame: frag_needed(),
             guarded: false,
@@ -125,6 +131,7 @@ fn main() {
     for (_, flows) in &runners {
         flows.run(&v4_ack).unwrap();
         flows.run(&v6_ack).unwrap();
+        flows.run(&udp).unwrap();
     }
     // Every build must take the same action on a path: timing two
     // different paths against each other would mean nothing.

@@ -16,19 +16,21 @@ pub struct LoadOptions {
     pub max_backends: u32,
     /// Flow-table entries (LRU). Default 8,000,000.
     pub flow_table_entries: u32,
-    /// Idle time after which a UDP flow is placed anew. Default 30 s.
+    /// Idle time after which a UDP flow is placed anew. Default 30 s. With
+    /// the caches on, a flow idle for the last 1/64 of it may be placed
+    /// anew already (`lb_abi::flow_cache`).
     pub udp_flow_timeout: std::time::Duration,
     /// SYN-flood guard: new flows per second per CPU past which new flows
     /// are balanced but not recorded in the flow table; 0 = no limit.
     /// Default 125,000 (Katran's).
     pub new_flows_per_cpu_per_sec: u32,
-    /// Answer TCP flow-table hits and VIP lookups from the per-CPU flow and
+    /// Answer flow-table hits and VIP lookups from the per-CPU flow and
     /// VIP caches (`lb_abi::flow_cache`, `lb_abi::vip_cache`). Default: on
     /// for x86-64 hosts only, whose memory ordering the caches' epoch
     /// protocol relies on.
     pub per_cpu_caches: bool,
-    /// Flow-cache slots per CPU (88 bytes each), 1 to 262,144. Default 4096.
-    /// A slot serves one flow at a time; with many more TCP flows active per
+    /// Flow-cache slots per CPU (96 bytes each), 1 to 262,144. Default 4096.
+    /// A slot serves one flow at a time; with many more flows active per
     /// CPU than slots, most packets pay for the cache as well as the table
     /// (the `flow_churn` bench in `benches/README.md`), so size it to the
     /// working set or turn the caches off. With the caches off a single slot

@@ -14,6 +14,7 @@ use lb_abi::flow_cache::{DEFAULT_FLOW_CACHE_SLOTS, flow_cache_index};
 use lb_abi::stats::GlobalCounter;
 use lb_dataplane::{Dataplane, LoadOptions, ProgramKind, Protocol};
 use lb_testbed::pin_to_cpu;
+use std::time::{Duration, Instant};
 
 const VIP: &str = "10.0.0.100";
 const BACKENDS: [&str; 3] = ["10.1.0.1", "10.1.0.2", "10.1.0.3"];
@@ -336,6 +337,72 @@ fn a_copy_is_not_honoured_once_its_vip_skips_the_flow_table() {
         "a copy answered for a VIP that no longer uses the flow table"
     );
     assert_eq!(stats.global(GlobalCounter::TxRing), 2);
+}
+
+/// A dataplane with the TCP VIP and a UDP one on port 53 (same backends),
+/// UDP flows expiring after `timeout`.
+fn with_udp(timeout: Duration) -> Dataplane {
+    let mut dp = loaded_with(LoadOptions {
+        per_cpu_caches: true,
+        udp_flow_timeout: timeout,
+        ..small_options(1021)
+    });
+    let all: Vec<(&str, u32)> = BACKENDS.iter().map(|b| (*b, 1)).collect();
+    dp.programmer()
+        .upsert_vip(&vip(VIP, 53, Protocol::Udp, &all))
+        .unwrap();
+    dp
+}
+
+#[test]
+fn udp_hits_are_answered_from_the_cache() {
+    let mut dp = with_udp(Duration::from_secs(30));
+    pin_to_cpu(0);
+    let query = udp("192.0.2.7", 5300, VIP, 53, b"q");
+    let first = send(&dp, &query);
+    for _ in 0..3 {
+        assert_eq!(send(&dp, &query), first);
+    }
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(stats.global(GlobalCounter::TxFlowHit), 3);
+    // UDP has no SYN: the first packet looked too, before the ring placed
+    // the flow. The first hit found no copy either, and took one.
+    assert_eq!(stats.global(GlobalCounter::FlowCacheMiss), 2);
+}
+
+#[test]
+fn a_udp_flow_answered_from_a_copy_stays_alive_in_the_table() {
+    assert!(
+        std::thread::available_parallelism().unwrap().get() >= 2,
+        "this test needs two CPUs"
+    );
+    // Long beside the sleeps below, so a slow host cannot idle the flow
+    // out between two of them.
+    let timeout = Duration::from_secs(1);
+    let mut dp = with_udp(timeout);
+    pin_to_cpu(0);
+    let query = udp("192.0.2.8", 5301, VIP, 53, b"q");
+    let first = send(&dp, &query);
+    // A flow placed anew would go elsewhere from now on.
+    let weights = all_but(&BACKENDS, first.parse().unwrap());
+    dp.programmer()
+        .upsert_vip(&vip(VIP, 53, Protocol::Udp, &weights))
+        .unwrap();
+    // Active on CPU 0 for longer than the timeout, answered from its copy.
+    let start = Instant::now();
+    while start.elapsed() < timeout * 3 / 2 {
+        std::thread::sleep(timeout / 5);
+        assert_eq!(send(&dp, &query), first);
+    }
+    // CPU 1 has no copy: the table decides, and the flow is alive there.
+    pin_to_cpu(1);
+    assert_eq!(
+        send(&dp, &query),
+        first,
+        "CPU 0's cached hits left the table's entry to expire"
+    );
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(stats.global(GlobalCounter::FlowMiss), 1, "placed once");
 }
 
 #[test]

@@ -10,8 +10,9 @@
 //!
 //! Two time-dependent behaviours are outside the model: UDP flow entries
 //! expiring after their idle timeout, and the SYN-flood guard. It answers as
-//! the program does when neither applies (idle times below the timeout, new
-//! flows below the flood threshold).
+//! the program does when neither applies (idle times below the timeout less
+//! the flow cache's refresh interval, 1/64 of it; new flows below the flood
+//! threshold).
 //!
 //! The model's flow table never evicts, and the program's per-CPU flow
 //! cache (`lb_abi::flow_cache`) is not modelled: it holds copies of table

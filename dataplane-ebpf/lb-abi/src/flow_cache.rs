@@ -1,7 +1,7 @@
 //! The flow cache: a per-CPU, direct-mapped copy of recent flow-table hits.
 //!
 //! A flow-table hit is a hash-map lookup: hashing a 40-byte key and walking
-//! a bucket. The cache answers a TCP flow's next packets with one array
+//! a bucket. The cache answers a flow's next packets with one array
 //! load and a key compare instead. It holds copies of what [`FLOWS`]
 //! entries said and never decides anything itself: a copy is taken only of
 //! an entry that passed the table's VIP and backend generation checks, and
@@ -28,15 +28,25 @@
 //!   from the table.
 //!
 //! A miss fills the slot only when the slot holds no current copy (empty,
-//! or either epoch has moved on). A current copy of another flow stays: with
+//! or either epoch has moved on) or holds the flow's own (a UDP copy past
+//! its time, renewed from the table). A current copy of another flow stays: with
 //! more active flows than slots, flows sharing a slot would otherwise evict
-//! each other on every packet, each miss paying an 88-byte slot write on top
+//! each other on every packet, each miss paying a 96-byte slot write on top
 //! of the table lookup (the `flow_churn` bench measures it). A slot turns
 //! over when a flow-table write at its index bumps the epoch, that is,
 //! whenever a new flow hashing there is placed.
 //!
-//! UDP flows are not cached: each hit refreshes the entry's last-seen time
-//! in the table, which the cache would hide.
+//! UDP flows expire after an idle timeout, judged by the table entry's
+//! last-seen time, which every packet of the flow used to write. A copy
+//! keeps the time it last wrote (or read) there, [`FlowCacheSlot::seen_ns`];
+//! the table's time is that or newer, so while the copy's is within the
+//! timeout the flow lives and the copy answers. A packet answered so writes
+//! the table's time again (one table lookup) only once the copy's is older
+//! than the timeout >> [`UDP_REFRESH_SHIFT`]; past the timeout the table
+//! decides, as without the cache. So the table's time lags a flow's last
+//! packet by less than that interval, and a flow idle for between
+//! timeout − timeout/64 and the timeout may be placed anew a little early
+//! (30 s: after 29.5 s). ICMP errors about a flow refresh nothing.
 //!
 //! The epoch protocol needs the CPU to keep loads in order with loads and
 //! stores with stores: a reader that sees a new epoch must see the table
@@ -64,10 +74,10 @@ pub const CACHES_ENABLED: &str = "CACHES_ENABLED";
 /// Name of the global holding the slot count per CPU (and of epochs), set
 /// by the loader.
 pub const FLOW_CACHE_SLOTS: &str = "FLOW_CACHE_SLOTS";
-/// Default slots per CPU: 4096 × 88 bytes = 352 KiB per CPU, about what a
+/// Default slots per CPU: 4096 × 96 bytes = 384 KiB per CPU, about what a
 /// core's L2 holds. The `flow_churn` bench shows where it pays.
 pub const DEFAULT_FLOW_CACHE_SLOTS: u32 = 4096;
-/// Most slots per CPU: 22 MiB per CPU. Past a working set that size the
+/// Most slots per CPU: 24 MiB per CPU. Past a working set that size the
 /// flow table alone is the better deal; turn the caches off instead.
 pub const MAX_FLOW_CACHE_SLOTS: u32 = 1 << 18;
 
@@ -87,7 +97,14 @@ pub struct FlowCacheSlot {
     pub epoch: u64,
     /// [`FLOW_CACHE_GENERATION_EPOCH`] when the copy was taken.
     pub generation_epoch: u64,
+    /// UDP: the table entry's last-seen time (`bpf_ktime_get_coarse_ns`)
+    /// as this CPU last wrote or read it. 0 for TCP.
+    pub seen_ns: u64,
 }
+
+/// A cached UDP hit writes the table entry's last-seen time again once the
+/// copy's is older than the UDP flow timeout >> this (1/64 of it).
+pub const UDP_REFRESH_SHIFT: u32 = 6;
 
 /// The cache slot (and epoch) of `key` among `slots`: its words folded by
 /// XOR, the destination rotated so that swapping source and destination
@@ -124,7 +141,7 @@ mod tests {
 
     #[test]
     fn layout_is_pinned() {
-        assert_eq!(size_of::<FlowCacheSlot>(), 88);
+        assert_eq!(size_of::<FlowCacheSlot>(), 96);
     }
 
     #[test]

@@ -104,10 +104,10 @@ counters! {
     /// new flows per second than the flood threshold (they are still
     /// balanced by the ring).
     FlowNotRecordedFlood = "flow_not_recorded_flood",
-    /// TCP flow lookups (a packet's, or an ICMP error's) that this CPU's
-    /// flow cache could not answer, so the flow table did. Zero with the
-    /// caches off. For TCP-only VIPs the share of lookups the cache missed
-    /// is about `flow_cache_miss / (tx_flow_hit + flow_miss)`; when it stays
+    /// Flow lookups (a UDP or non-SYN TCP packet's, or an ICMP error's)
+    /// that this CPU's flow cache could not answer, so the flow table did.
+    /// Zero with the caches off. The share of lookups the cache missed is
+    /// about `flow_cache_miss / (tx_flow_hit + flow_miss)`; when it stays
     /// high, the cache costs more than it saves (`benches/README.md`).
     FlowCacheMiss = "flow_cache_miss",
     }

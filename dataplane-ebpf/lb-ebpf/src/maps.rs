@@ -121,7 +121,7 @@ pub fn udp_flow_timeout_ns() -> u64 {
     unsafe { core::ptr::read_volatile(&UDP_FLOW_TIMEOUT_NS) }
 }
 
-/// Non-zero: TCP hits may be answered from the flow cache, and VIP
+/// Non-zero: flow-table hits may be answered from the flow cache, and VIP
 /// lookups from the VIP cache (see `lb_abi::flow_cache` for why it is a
 /// switch). Set by the loader; the verifier prunes the cache paths when
 /// zero.

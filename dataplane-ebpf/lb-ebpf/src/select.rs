@@ -8,7 +8,7 @@ use lb_abi::{
     FAMILY_V6, PROTO_UDP,
     backend::{Backend, EMPTY_GENERATION},
     flow::{FlowKey, FlowValue},
-    flow_cache::{flow_cache_index, same_flow},
+    flow_cache::{FlowCacheSlot, UDP_REFRESH_SHIFT, flow_cache_index, same_flow},
     hash::{flow_hash, ring_index},
     ring::NO_RING,
     stats::GlobalCounter,
@@ -87,12 +87,12 @@ pub enum Lookup {
 /// index: honoured only while the VIP that placed it is in the same
 /// generation, the backend still holds its id and, for UDP, the flow has
 /// not idled past its timeout. A hit needs no VIP lookup: the generation
-/// check stands for it. TCP flows are answered from this CPU's flow cache
-/// when it holds a current copy (see `lb_abi::flow_cache`).
+/// check stands for it. Answered from this CPU's flow cache when it holds
+/// a current copy (see `lb_abi::flow_cache`).
 #[inline(always)]
 pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
-    if key.proto == PROTO_UDP || !caches_enabled() {
-        return table_hit(key, lookup);
+    if !caches_enabled() {
+        return table_hit(key, lookup).map(|(hit, _)| hit);
     }
     let index = flow_cache_index(key, flow_cache_slots());
     // Both epochs are read before the table and the generations: a write
@@ -106,7 +106,8 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     let slot = unsafe { &mut *slot };
     let current =
         slot.epoch == epoch && slot.generation_epoch == generation_epoch && slot.key.family != 0;
-    if current && same_flow(&slot.key, key) {
+    let this_flow = current && same_flow(&slot.key, key);
+    if this_flow && (key.proto != PROTO_UDP || udp_copy_lives(slot, key, lookup)) {
         // Taken of an honoured entry, under the same generation epoch:
         // the generation checks would pass again.
         let chosen = Selection {
@@ -117,34 +118,60 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
         return Some((chosen, slot.vip_index));
     }
     stats::bump(GlobalCounter::FlowCacheMiss);
-    let value = table_entry(key)?;
-    let hit = honoured(&value)?;
+    let (hit, seen) = table_hit(key, lookup)?;
     // A current copy of another flow stays: with more active flows than
     // slots, flows sharing a slot would otherwise evict each other on every
     // packet, each miss paying a slot write on top of the table lookup.
     // The slot frees up when a flow-table write at its index bumps the
     // epoch. (Field by field: a whole-struct write compiles to a call to a
     // byte-loop `memcpy` for the key.)
-    if !current {
+    if !current || this_flow {
+        let (chosen, vip_index) = &hit;
         slot.key = *key;
-        slot.backend = value.backend;
-        slot.backend_id = value.backend_id;
-        slot.vip_index = value.vip_index;
+        slot.backend = chosen.backend;
+        slot.backend_id = chosen.backend_id;
+        slot.vip_index = *vip_index;
         slot.epoch = epoch;
         slot.generation_epoch = generation_epoch;
+        slot.seen_ns = seen;
     }
     Some(hit)
 }
 
-/// A flow's entry, straight from the table. A UDP hit refreshes the
-/// entry's last-seen time, which a cached copy would not.
+/// Whether a current copy of a UDP flow may answer: while the table's
+/// last-seen time it last saw is within the timeout, the table's own time
+/// (that or newer) is too. A packet of the flow writes the table's time
+/// again once the copy's is older than the refresh interval; an ICMP error
+/// refreshes nothing. Past the timeout the table decides.
 #[inline(always)]
-fn table_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
+fn udp_copy_lives(slot: &mut FlowCacheSlot, key: &FlowKey, lookup: Lookup) -> bool {
+    let now = clock::now_ns();
+    let idle = now.wrapping_sub(slot.seen_ns);
+    let timeout = udp_flow_timeout_ns();
+    if idle > timeout {
+        return false;
+    }
+    if lookup == Lookup::Traffic && idle > timeout >> UDP_REFRESH_SHIFT {
+        // An evicted entry has no time to refresh: the table decides.
+        let Some(entry) = FLOWS.get_ptr_mut(key) else {
+            return false;
+        };
+        // SAFETY: as in `table_hit`.
+        unsafe { (*entry).last_seen_ns = now };
+        slot.seen_ns = now;
+    }
+    true
+}
+
+/// A flow's entry, straight from the table, and for UDP its last-seen time
+/// after this lookup (0 for TCP). A UDP hit refreshes that time.
+#[inline(always)]
+fn table_hit(key: &FlowKey, lookup: Lookup) -> Option<((Selection, u32), u64)> {
     let entry = FLOWS.get_ptr_mut(key)?;
     let value = copy_entry(entry);
     let hit = honoured(&value)?;
     if key.proto != PROTO_UDP {
-        return Some(hit);
+        return Some((hit, 0));
     }
     let now = clock::now_ns();
     // SAFETY: as in `copy_entry`; an aligned u64 store, so readers on other
@@ -159,12 +186,7 @@ fn table_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     if lookup == Lookup::Traffic {
         *last_seen = now;
     }
-    Some(hit)
-}
-
-#[inline(always)]
-fn table_entry(key: &FlowKey) -> Option<FlowValue> {
-    FLOWS.get_ptr_mut(key).map(copy_entry)
+    Some((hit, *last_seen))
 }
 
 /// The fields a hit uses, copied out of a table entry.
