@@ -34,7 +34,6 @@ mod verdict;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-
 use lb_abi::stats::GlobalCounter;
 
 use crate::verdict::Verdict;
