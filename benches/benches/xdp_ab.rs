@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::{env, frag_needed, frame, loaded, loaded_object, median, udp_frame};
+use common::{env, frag_needed, frame, loaded, loaded_object, median, time, udp_frame};
 use lb_dataplane::{Dataplane, ProgramKind, Runner};
 
 /// One build's dataplanes: SYNs past the flood guard (as `xdp_paths`
@@ -42,7 +42,10 @@ impl Build {
         } else {
             let object =
                 std::fs::read(name).unwrap_or_else(|e| panic!("read balancer object {name}: {e}"));
-            (loaded_object(&object, 1), loaded_object(&object, 0))
+            (
+                loaded_object(&object, 1, true),
+                loaded_object(&object, 0, true),
+            )
         };
         Self {
             name: name.to_string(),
@@ -66,12 +69,6 @@ impl Path {
     }
 }
 
-/// One timing of `repeat` runs of `frame`, ns per run.
-fn time(runner: &Runner<'_>, frame: &[u8], repeat: u32) -> f64 {
-    let r = runner.run_repeated(frame, repeat).expect("test run");
-    r.duration.as_nanos() as f64
-}
-
 fn main() {
     // `cargo test --benches` runs bench targets with `--bench` absent.
     if !std::env::args().any(|a| a == "--bench") {
@@ -87,6 +84,7 @@ fn main() {
     let v4_ack = frame("192.0.2.1", "10.0.0.100", false);
     let v6_ack = frame("2001:db8:c::1", "2001:db8::100", false);
     let udp = udp_frame();
+    let non_vip = frame("192.0.2.1", "10.0.0.101", true);
     let paths = [
         Path {
             name: "v4 SYN",
@@ -100,7 +98,7 @@ fn main() {
         },
         Path {
             name: "v4 non-VIP",
-            frame: frame("192.0.2.1", "10.0.0.101", true),
+            frame: non_vip.clone(),
             guarded: true,
         },
         Path {
@@ -134,7 +132,9 @@ fn main() {
         flows.run(&udp).unwrap();
     }
     // Every build must take the same action on a path: timing two
-    // different paths against each other would mean nothing.
+    // different paths against each other would mean nothing. The timed
+    // runs are held to it.
+    let mut wants = Vec::with_capacity(paths.len());
     for path in &paths {
         let actions: Vec<u32> = runners
             .iter()
@@ -145,17 +145,18 @@ fn main() {
             "{}: the builds disagree ({actions:?})",
             path.name
         );
+        wants.push(actions[0]);
     }
     let pass = builds[0].guarded.runner(ProgramKind::Pass).unwrap();
-    let empty_frame = &paths[2].frame;
+    let xdp_pass = 2;
     // net[build][path]: one timing per round, less the round's empty run.
     let mut net = vec![vec![Vec::new(); paths.len()]; builds.len()];
     for _ in 0..samples {
-        let empty = time(&pass, empty_frame, repeat);
+        let empty = time(&pass, &non_vip, repeat, xdp_pass);
         for (b, (guarded, flows)) in runners.iter().enumerate() {
             for (p, path) in paths.iter().enumerate() {
                 let runner = path.runner((guarded, flows));
-                net[b][p].push(time(runner, &path.frame, repeat) - empty);
+                net[b][p].push(time(runner, &path.frame, repeat, wants[p]) - empty);
             }
         }
     }

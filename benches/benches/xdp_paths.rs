@@ -15,17 +15,10 @@
 
 mod common;
 
-use common::{env, frag_needed, frame, loaded, median, udp_frame};
+use common::{env, frag_needed, frame, loaded, median, time, udp_frame};
 use lb_abi::stats::GlobalCounter;
 use lb_dataplane::{Decap, ProgramKind, Runner};
 use lb_model::Model;
-
-/// One timing of `repeat` runs of `frame`, ns per run.
-fn time(runner: &Runner<'_>, frame: &[u8], repeat: u32, want: u32) -> f64 {
-    let r = runner.run_repeated(frame, repeat).expect("test run");
-    assert_eq!(r.action, want, "path took an unexpected action");
-    r.duration.as_nanos() as f64
-}
 
 fn main() {
     // `cargo test --benches` runs bench targets with `--bench` absent; skip

@@ -6,7 +6,9 @@
 use std::net::IpAddr;
 
 use etherparse::PacketBuilder;
-use lb_dataplane::{BackendConfig, Dataplane, LoadOptions, NodeConfig, Protocol, VipConfig};
+use lb_dataplane::{
+    BackendConfig, Dataplane, LoadOptions, NodeConfig, Protocol, Runner, VipConfig,
+};
 
 pub fn env(name: &str, default: u32) -> u32 {
     std::env::var(name)
@@ -50,11 +52,16 @@ pub fn bench_options() -> LoadOptions {
 /// UDP port 53; 10 backends each), the flood guard at `flood_threshold`
 /// new flows per second per CPU (0 = off), and the per-CPU caches on or off.
 pub fn loaded(flood_threshold: u32, per_cpu_caches: bool) -> Dataplane {
-    loaded_with(&LoadOptions {
+    loaded_with(&guard_options(flood_threshold, per_cpu_caches))
+}
+
+/// [`bench_options`] with the flood guard and the caches as given.
+fn guard_options(flood_threshold: u32, per_cpu_caches: bool) -> LoadOptions {
+    LoadOptions {
         new_flows_per_cpu_per_sec: flood_threshold,
         per_cpu_caches,
         ..bench_options()
-    })
+    }
 }
 
 /// [`loaded`] with any options.
@@ -63,11 +70,8 @@ pub fn loaded_with(options: &LoadOptions) -> Dataplane {
 }
 
 /// [`loaded`] from a balancer object other than this build's.
-pub fn loaded_object(object: &[u8], flood_threshold: u32) -> Dataplane {
-    let options = LoadOptions {
-        new_flows_per_cpu_per_sec: flood_threshold,
-        ..bench_options()
-    };
+pub fn loaded_object(object: &[u8], flood_threshold: u32, per_cpu_caches: bool) -> Dataplane {
+    let options = guard_options(flood_threshold, per_cpu_caches);
     configured(Dataplane::load_object(object, &options).expect("load the object (run as root)"))
 }
 
@@ -104,6 +108,14 @@ fn configured(mut dp: Dataplane) -> Dataplane {
             .unwrap();
     }
     dp
+}
+
+/// One timing of `repeat` runs of `frame`, ns per run; every run must end
+/// in `want`.
+pub fn time(runner: &Runner<'_>, frame: &[u8], repeat: u32, want: u32) -> f64 {
+    let r = runner.run_repeated(frame, repeat).expect("test run");
+    assert_eq!(r.action, want, "path took an unexpected action");
+    r.duration.as_nanos() as f64
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
