@@ -38,6 +38,9 @@ pub enum DataplaneError {
         #[source]
         source: MapError,
     },
+    /// The kernel's tick length could not be read.
+    #[error("reading the kernel's tick length")]
+    Clock(#[source] std::io::Error),
     /// A table sized at load time is full.
     #[error("{what} table is full ({limit} entries)")]
     Full { what: &'static str, limit: u32 },

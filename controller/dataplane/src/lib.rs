@@ -29,6 +29,7 @@
 //! # Ok::<(), lb_dataplane::DataplaneError>(())
 //! ```
 
+mod clock;
 pub mod config;
 mod decap;
 mod error;
@@ -47,6 +48,7 @@ use aya::{
 };
 use lb_abi::{
     backend::BACKENDS,
+    clock::TICK_NS,
     control::CONTROL,
     filter::{VIP_ADDRS, VIP_FILTER},
     flood::FLOOD_THRESHOLD,
@@ -119,6 +121,7 @@ impl Dataplane {
         let caches = u8::from(options.per_cpu_caches);
         let udp_timeout_ns = options.udp_flow_timeout.as_nanos() as u64;
         let cache_slots = options.allocated_flow_cache_slots();
+        let tick_ns = clock::tick_ns().map_err(DataplaneError::Clock)?;
         let mut ebpf = EbpfLoader::new()
             .override_global(RING_SIZE, &options.ring_size, true)
             .override_global("BENCH_RESTORE", &bench_restore, true)
@@ -126,6 +129,7 @@ impl Dataplane {
             .override_global(FLOW_CACHE_SLOTS, &cache_slots, true)
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
             .override_global(UDP_FLOW_TIMEOUT_NS, &udp_timeout_ns, true)
+            .override_global(TICK_NS, &tick_ns, true)
             .map_max_entries(VIPS, options.max_vips)
             .map_max_entries(VIP_STATS, options.max_vips)
             .map_max_entries(VIP_GENERATIONS, options.max_vips)

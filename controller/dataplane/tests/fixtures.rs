@@ -379,6 +379,20 @@ fn past_the_flood_threshold_new_flows_are_balanced_but_not_recorded() {
     let skipped = stats.global(GlobalCounter::FlowNotRecordedFlood);
     assert!((10..=20).contains(&skipped), "{skipped}");
     assert_eq!(stats.global(GlobalCounter::TxRing), 30);
+    // A second later a new window opens, and new flows are recorded again.
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let runner = dp.runner(lb_dataplane::ProgramKind::Balancer).unwrap();
+    for port in 100..105u16 {
+        runner
+            .run(&tcp("192.0.2.1", 2000 + port, VIP4, 80, Tcp::Syn, b""))
+            .unwrap();
+    }
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(
+        stats.global(GlobalCounter::FlowNotRecordedFlood),
+        skipped,
+        "the window did not roll over"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ pub const WINDOW_NS: u64 = 1_000_000_000;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FloodWindow {
-    /// Start of the window, `bpf_ktime_get_ns` clock.
+    /// Start of the window, ns on the balancer's clock ([`crate::clock`]).
     pub start_ns: u64,
     /// New flows placed in the window.
     pub new_flows: u64,

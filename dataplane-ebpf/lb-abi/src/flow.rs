@@ -52,7 +52,7 @@ pub struct FlowValue {
     pub vip_generation: u32,
     /// Reserved, zero.
     pub _pad: u32,
-    /// UDP only: `bpf_ktime_get_ns` of the flow's last packet from the
+    /// UDP only: the time ([`crate::clock`]) of the flow's last packet from the
     /// client (ICMP errors about the flow do not count). A UDP entry idle
     /// for longer than the UDP flow timeout is not honoured (the flow is
     /// placed anew). Zero for TCP, whose entries last until evicted.

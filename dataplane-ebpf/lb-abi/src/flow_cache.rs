@@ -97,8 +97,8 @@ pub struct FlowCacheSlot {
     pub epoch: u64,
     /// [`FLOW_CACHE_GENERATION_EPOCH`] when the copy was taken.
     pub generation_epoch: u64,
-    /// UDP: the table entry's last-seen time (`bpf_ktime_get_coarse_ns`)
-    /// as this CPU last wrote or read it. 0 for TCP.
+    /// UDP: the table entry's last-seen time ([`crate::clock`]) as this
+    /// CPU last wrote or read it. 0 for TCP.
     pub seen_ns: u64,
 }
 

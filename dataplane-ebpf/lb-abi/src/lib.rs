@@ -25,6 +25,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod backend;
+pub mod clock;
 pub mod control;
 pub mod decap;
 pub mod filter;

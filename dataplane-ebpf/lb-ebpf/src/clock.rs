@@ -1,17 +1,14 @@
 //! The time the balancer keeps: the flood guard's one-second windows and
-//! UDP flows' idle timeouts.
-//!
-//! Both need milliseconds at best, so the coarse clock (CLOCK_MONOTONIC_COARSE,
-//! advanced once a tick) serves: it is a load of the kernel's last tick
-//! time, where `bpf_ktime_get_ns` reads the clock source, which in a VM
-//! costs a paravirtual clock read on every SYN and every UDP packet.
+//! UDP flows' idle timeouts. See `lb_abi::clock`.
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::generated::bpf_jiffies64;
 
-/// Nanoseconds of CLOCK_MONOTONIC_COARSE; every reader and writer of a
-/// stored time uses this clock.
+use crate::maps::tick_ns;
+
+/// Now, in ns since the kernel's tick counter's origin, to the tick.
 #[inline(always)]
 pub fn now_ns() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    // SAFETY: a helper without arguments (inlined to a load by the
+    // verifier).
+    unsafe { bpf_jiffies64() }.wrapping_mul(tick_ns())
 }

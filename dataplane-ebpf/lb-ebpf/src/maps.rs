@@ -96,6 +96,11 @@ static FLOOD_THRESHOLD: u32 = lb_abi::limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC;
 #[unsafe(no_mangle)]
 static UDP_FLOW_TIMEOUT_NS: u64 = lb_abi::limits::DEFAULT_UDP_FLOW_TIMEOUT_NS;
 
+/// Length of a kernel tick, ns (see `lb_abi::clock`). Set by the loader;
+/// the default is a 250 Hz kernel's.
+#[unsafe(no_mangle)]
+static TICK_NS: u64 = 4_000_000;
+
 /// Non-zero only in the benchmark harness: after building the encapsulated
 /// frame, undo it, so `BPF_PROG_TEST_RUN` with `repeat` runs the full VIP
 /// path every time. The verifier prunes the branch when zero.
@@ -113,6 +118,12 @@ pub fn ring_size() -> u32 {
 pub fn flood_threshold() -> u32 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&FLOOD_THRESHOLD) }
+}
+
+#[inline(always)]
+pub fn tick_ns() -> u64 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&TICK_NS) }
 }
 
 #[inline(always)]
