@@ -8,6 +8,10 @@
 //! `pass` program, timed the same way, is printed beside: it is the cost of
 //! the test loop itself.
 //!
+//! The Katran columns quote DESIGN.md §6's recorded figures; `katran_ab`
+//! times Katran itself on this host, which is what the targets are
+//! checked against.
+//!
 //! Run as root: `cargo bench -p lb-bench --bench xdp_paths`.
 //! `LB_BENCH_REPEAT` and `LB_BENCH_SAMPLES` change the effort;
 //! `LB_BENCH_ONLY=<text>` times only the rows whose name contains it (and
@@ -178,7 +182,7 @@ fn main() {
     );
     println!();
     println!(
-        "| path | ours | ours, net of empty program | Katran | Katran net (−5 ns) | ours/Katran | net/net |"
+        "| path | ours | ours, net of empty program | Katran, DESIGN.md §6 | §6 net (−5 ns) | ours/§6 | net/net |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (i, row) in rows.iter().enumerate().filter(|(i, _)| timed(*i)) {

@@ -1,0 +1,386 @@
+//! Our balancer against Katran's, on this host, on identical frames.
+//!
+//! The targets compare with Katran, and DESIGN.md §6 records Katran's
+//! figures as they were measured once. This host's speed has moved far
+//! from that since (the empty program alone costs ~25 ns where §6 says ~5),
+//! so a fair comparison times both balancers here, in one process, the way
+//! `xdp_ab` times two builds of ours: every round times each path on each
+//! balancer back to back, less the round's empty program, and the ratio
+//! reported is the median of the per-round ratios.
+//!
+//! Katran is not in this repository. `LB_KATRAN_OBJECTS=<a>,<b>` names two
+//! builds of its `katran/lib/bpf/balancer_kern.c`, both with the bench-only
+//! restore described in `benches/README.md`: `<a>` with Katran's defaults,
+//! for the flow rows; `<b>` with `-DMAX_CONN_RATE=1`, for the SYN rows
+//! (every SYN past its flood guard, as our SYN rows are past ours). Without
+//! the variable the bench says so and does nothing. Katran runs with one
+//! LRU per CPU, as deployed; `LB_KATRAN_LRU=fallback` leaves them out, and
+//! it uses the single fallback LRU its own tests use.
+//!
+//! Run as root: `LB_KATRAN_OBJECTS=… cargo bench -p lb-bench --bench
+//! katran_ab`. `LB_BENCH_REPEAT` and `LB_BENCH_SAMPLES` change the effort.
+
+mod common;
+
+use std::net::IpAddr;
+
+use aya::{
+    Ebpf, EbpfLoader, Pod,
+    maps::{Array, HashMap, MapData, PerCpuArray, of_maps::ArrayOfMaps},
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use common::{env, frame, loaded, median, time, udp_frame};
+use lb_dataplane::{ProgramKind, Runner};
+
+/// Katran's map values and keys, laid out as its `balancer_structs.h`
+/// declares them (C layout, addresses in network byte order).
+mod abi {
+    /// `struct vip_definition`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct VipDefinition {
+        pub addr: [u32; 4],
+        pub port: u16,
+        pub proto: u8,
+        pub _pad: u8,
+    }
+
+    /// `struct vip_meta`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct VipMeta {
+        pub flags: u32,
+        pub vip_num: u32,
+    }
+
+    /// `struct real_definition`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct RealDefinition {
+        pub addr: [u32; 4],
+        pub flags: u8,
+        pub _pad: [u8; 3],
+    }
+
+    /// `struct lb_stats`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct LbStats {
+        pub v1: u64,
+        pub v2: u64,
+    }
+
+    /// `real_definition.flags`: the real is IPv6.
+    pub const F_IPV6: u8 = 1;
+    /// Katran's ring size and VIP count (its defaults).
+    pub const RING_SIZE: u32 = 65_537;
+    pub const MAX_VIPS: u32 = 512;
+    /// `stats` index of its LRU counters: v1 packets, v2 LRU misses.
+    pub const LRU_CNTRS: u32 = MAX_VIPS;
+    /// Sizes of `struct flow_key` and `struct real_pos_lru`, the per-CPU
+    /// LRUs' key and value.
+    pub const FLOW_KEY_SIZE: u32 = 40;
+    pub const REAL_POS_LRU_SIZE: u32 = 16;
+    /// Its default flow capacity, split across the per-CPU LRUs.
+    pub const LRU_ENTRIES: u32 = 8_000_000;
+}
+
+// SAFETY: plain C structs of integers; padding is written as zero.
+unsafe impl Pod for abi::VipDefinition {}
+unsafe impl Pod for abi::VipMeta {}
+unsafe impl Pod for abi::RealDefinition {}
+unsafe impl Pod for abi::LbStats {}
+
+/// Katran's words for an address, and whether it is IPv6.
+fn katran_addr(s: &str) -> ([u32; 4], bool) {
+    let (family, words) = lb_abi::wire_addr(s.parse::<IpAddr>().unwrap());
+    (words, family == lb_abi::FAMILY_V6)
+}
+
+/// One loaded Katran, configured like `common::loaded`'s dataplane: the v4
+/// and v6 TCP VIPs on port 80 and the v4 UDP VIP on port 53, ten reals
+/// each, the gateway MAC, and one LRU per CPU as Katran's own loader
+/// creates them in production; without those, Katran falls back to the
+/// one small LRU in its object, as its own tests run it.
+struct Katran {
+    ebpf: Ebpf,
+    _lrus: Vec<MapData>,
+}
+
+impl Katran {
+    fn load(path: &str, per_cpu_lrus: bool) -> Self {
+        let object = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let mut ebpf = EbpfLoader::new()
+            .load(&object)
+            .unwrap_or_else(|e| panic!("load {path}: {e}"));
+        let program: &mut Xdp = ebpf
+            .program_mut("balancer_ingress")
+            .expect("Katran's balancer_ingress")
+            .try_into()
+            .unwrap();
+        program.load().expect("verify Katran's balancer");
+        let mut control: Array<_, u64> =
+            Array::try_from(ebpf.map_mut("ctl_array").unwrap()).unwrap();
+        let mut mac = [0u8; 8];
+        mac[..6].copy_from_slice(&[2, 0, 0, 0, 0, 3]);
+        control.set(0, &u64::from_ne_bytes(mac), 0).unwrap();
+
+        let vips = [
+            ("10.0.0.100", 80, lb_abi::PROTO_TCP, "10.1.0."),
+            ("2001:db8::100", 80, lb_abi::PROTO_TCP, "2001:db8:1::"),
+            ("10.0.0.100", 53, lb_abi::PROTO_UDP, "10.1.0."),
+        ];
+        let mut vip_map: HashMap<_, abi::VipDefinition, abi::VipMeta> =
+            HashMap::try_from(ebpf.map_mut("vip_map").unwrap()).unwrap();
+        for (vip_num, (address, port, proto, _)) in vips.iter().enumerate() {
+            let key = abi::VipDefinition {
+                addr: katran_addr(address).0,
+                port: u16::to_be(*port),
+                proto: *proto,
+                _pad: 0,
+            };
+            let meta = abi::VipMeta {
+                flags: 0,
+                vip_num: vip_num as u32,
+            };
+            vip_map.insert(&key, &meta, 0).unwrap();
+        }
+        // Reals 1–10 for VIP 0, 11–20 for VIP 1, 21–30 for VIP 2; each
+        // VIP's ring cycles through its ten. What a ring holds does not
+        // change what a lookup in it costs.
+        let mut reals: Array<_, abi::RealDefinition> =
+            Array::try_from(ebpf.map_mut("reals").unwrap()).unwrap();
+        for (vip_num, (.., prefix)) in vips.iter().enumerate() {
+            for i in 1..=10u32 {
+                let (addr, v6) = katran_addr(&format!("{prefix}{i}"));
+                let real = abi::RealDefinition {
+                    addr,
+                    flags: if v6 { abi::F_IPV6 } else { 0 },
+                    _pad: [0; 3],
+                };
+                reals.set(vip_num as u32 * 10 + i, &real, 0).unwrap();
+            }
+        }
+        let mut rings: Array<_, u32> = Array::try_from(ebpf.map_mut("ch_rings").unwrap()).unwrap();
+        for vip_num in 0..vips.len() as u32 {
+            for position in 0..abi::RING_SIZE {
+                let real = vip_num * 10 + 1 + position % 10;
+                rings
+                    .set(vip_num * abi::RING_SIZE + position, &real, 0)
+                    .unwrap();
+            }
+        }
+        if !per_cpu_lrus {
+            return Self {
+                ebpf,
+                _lrus: Vec::new(),
+            };
+        }
+        let cpus = aya::util::nr_cpus().unwrap().get() as u32;
+        let mut lru_mapping: ArrayOfMaps<_, MapData> =
+            ArrayOfMaps::try_from(ebpf.map_mut("lru_mapping").unwrap()).unwrap();
+        let lrus = (0..cpus)
+            .map(|cpu| {
+                let definition = aya_obj::Map::new_from_params(
+                    aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32,
+                    abi::FLOW_KEY_SIZE,
+                    abi::REAL_POS_LRU_SIZE,
+                    abi::LRU_ENTRIES / cpus,
+                    0,
+                );
+                let lru = MapData::create(definition, "katran_lru", None).expect("create an LRU");
+                lru_mapping.set(cpu, &lru, 0).unwrap();
+                lru
+            })
+            .collect();
+        Self { ebpf, _lrus: lrus }
+    }
+
+    fn program(&self) -> &Xdp {
+        self.ebpf
+            .program("balancer_ingress")
+            .unwrap()
+            .try_into()
+            .unwrap()
+    }
+
+    /// The action and the frame after one run.
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 64];
+        let result = self
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .expect("Katran test run");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    /// ns per run of `repeat` runs; every run must end in `want`.
+    fn time(&self, frame: &[u8], repeat: u32, want: u32) -> f64 {
+        let mut out = vec![0u8; frame.len() + 64];
+        let result = self
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("Katran test run");
+        assert_eq!(result.return_value, want, "Katran took another path");
+        result.duration.as_nanos() as f64
+    }
+
+    /// LRU misses so far, over all CPUs.
+    fn lru_misses(&self) -> u64 {
+        let stats: PerCpuArray<_, abi::LbStats> =
+            PerCpuArray::try_from(self.ebpf.map("stats").unwrap()).unwrap();
+        let per_cpu = stats.get(&abi::LRU_CNTRS, 0).unwrap();
+        per_cpu.iter().map(|s| s.v2).sum()
+    }
+}
+
+/// A timed path: its frame, whether it runs on the flood-guarded pair
+/// (SYNs) or the recording pair (flows), and the action it must end in.
+struct Path {
+    name: &'static str,
+    frame: Vec<u8>,
+    guarded: bool,
+    want: u32,
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with `--bench` absent.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let Ok(objects) = std::env::var("LB_KATRAN_OBJECTS") else {
+        eprintln!(
+            "katran_ab: set LB_KATRAN_OBJECTS=<default build>,<MAX_CONN_RATE=1 build> \
+             (see benches/README.md)"
+        );
+        return;
+    };
+    let (flows_object, guarded_object) = objects
+        .split_once(',')
+        .expect("LB_KATRAN_OBJECTS names two objects");
+    let repeat = env("LB_BENCH_REPEAT", 200_000);
+    let samples = env("LB_BENCH_SAMPLES", 61);
+    let per_cpu_lrus = std::env::var("LB_KATRAN_LRU").as_deref() != Ok("fallback");
+    let katran_flows = Katran::load(flows_object, per_cpu_lrus);
+    let katran_guarded = Katran::load(guarded_object, per_cpu_lrus);
+    let ours_guarded = loaded(1, true);
+    let ours_flows = loaded(0, true);
+    let ours = |guarded: bool| -> Runner<'_> {
+        let dp = if guarded { &ours_guarded } else { &ours_flows };
+        dp.runner(ProgramKind::Balancer).unwrap()
+    };
+    let katran = |guarded: bool| {
+        if guarded {
+            &katran_guarded
+        } else {
+            &katran_flows
+        }
+    };
+
+    let (pass, tx) = (2, 3);
+    let path = |name, frame, guarded, want| Path {
+        name,
+        frame,
+        guarded,
+        want,
+    };
+    let paths = [
+        path("v4 SYN", frame("192.0.2.1", "10.0.0.100", true), true, tx),
+        path(
+            "v4 flow-table hit",
+            frame("192.0.2.1", "10.0.0.100", false),
+            false,
+            tx,
+        ),
+        path(
+            "v4 non-VIP",
+            frame("192.0.2.1", "10.0.0.101", true),
+            true,
+            pass,
+        ),
+        path(
+            "v6 SYN",
+            frame("2001:db8:c::1", "2001:db8::100", true),
+            true,
+            tx,
+        ),
+        path(
+            "v6 flow-table hit",
+            frame("2001:db8:c::1", "2001:db8::100", false),
+            false,
+            tx,
+        ),
+        path("v4 UDP flow-table hit", udp_frame(), false, tx),
+    ];
+    // Place the flows on both, and hold Katran to a restored frame: without
+    // the restore, repetitions after the first would time another path.
+    for p in paths.iter().filter(|p| !p.guarded) {
+        assert_eq!(ours(false).run(&p.frame).unwrap().action, tx);
+        let (action, out) = katran_flows.run(&p.frame);
+        assert_eq!(action, tx, "{}: Katran's action", p.name);
+        assert_eq!(out, p.frame, "{}: Katran built without the restore", p.name);
+    }
+    let misses_before = katran_flows.lru_misses();
+
+    let empty = ours_guarded.runner(ProgramKind::Pass).unwrap();
+    let non_vip = &paths[2].frame;
+    let mut net_ours = vec![Vec::new(); paths.len()];
+    let mut net_katran = vec![Vec::new(); paths.len()];
+    let mut empties = Vec::new();
+    for _ in 0..samples {
+        let base = time(&empty, non_vip, repeat, pass);
+        empties.push(base);
+        for (i, p) in paths.iter().enumerate() {
+            net_ours[i].push(time(&ours(p.guarded), &p.frame, repeat, p.want) - base);
+            net_katran[i].push(katran(p.guarded).time(&p.frame, repeat, p.want) - base);
+        }
+    }
+    // A flow misses once on each CPU the bench ran on, then hits.
+    let cpus = aya::util::nr_cpus().unwrap().get() as u64;
+    let misses = katran_flows.lru_misses() - misses_before;
+    assert!(
+        misses <= 3 * cpus,
+        "Katran's flow rows missed its LRU {misses} times"
+    );
+
+    println!(
+        "Ours and Katran side by side, ns/packet net of the empty program: median of {samples} rounds × {repeat} runs"
+    );
+    println!(
+        "(empty program: {:.0} ns; Katran's LRU: {})",
+        median(empties),
+        if per_cpu_lrus {
+            "one per CPU"
+        } else {
+            "fallback"
+        }
+    );
+    println!();
+    println!("| path | ours | Katran | ours / Katran |");
+    println!("|---|---:|---:|---:|");
+    for (i, p) in paths.iter().enumerate() {
+        let ratios = net_ours[i]
+            .iter()
+            .zip(&net_katran[i])
+            .map(|(o, k)| o / k)
+            .collect();
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} |",
+            p.name,
+            median(net_ours[i].clone()),
+            median(net_katran[i].clone()),
+            median(ratios)
+        );
+    }
+}
