@@ -13,7 +13,9 @@
 //! restore described in `benches/README.md`: `<a>` with Katran's defaults,
 //! for the flow rows; `<b>` with `-DMAX_CONN_RATE=1`, for the SYN rows
 //! (every SYN past its flood guard, as our SYN rows are past ours). Without
-//! the variable the bench says so and does nothing. Katran runs with one
+//! the variable the bench says so and does nothing. `LB_KATRAN_DECAP`
+//! optionally names a build of its `katran/decap/bpf/decap_kern.c`, with
+//! the restore our decap has, for a decap row. Katran runs with one
 //! LRU per CPU, as deployed; `LB_KATRAN_LRU=fallback` leaves them out, and
 //! it uses the single fallback LRU its own tests use.
 //!
@@ -30,7 +32,8 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use common::{env, frame, loaded, median, time, udp_frame};
-use lb_dataplane::{ProgramKind, Runner};
+use lb_dataplane::{Decap, ProgramKind, Runner};
+use lb_model::Model;
 
 /// Katran's map values and keys, laid out as its `balancer_structs.h`
 /// declares them (C layout, addresses in network byte order).
@@ -97,28 +100,45 @@ fn katran_addr(s: &str) -> ([u32; 4], bool) {
     (words, family == lb_abi::FAMILY_V6)
 }
 
-/// One loaded Katran, configured like `common::loaded`'s dataplane: the v4
-/// and v6 TCP VIPs on port 80 and the v4 UDP VIP on port 53, ten reals
-/// each, the gateway MAC, and one LRU per CPU as Katran's own loader
-/// creates them in production; without those, Katran falls back to the
-/// one small LRU in its object, as its own tests run it.
+/// One loaded Katran program. The balancer is configured like
+/// `common::loaded`'s dataplane: the v4 and v6 TCP VIPs on port 80 and the
+/// v4 UDP VIP on port 53, ten reals each, the gateway MAC, and one LRU per
+/// CPU as Katran's own loader creates them in production; without those,
+/// Katran falls back to the one small LRU in its object, as its own tests
+/// run it. The decap program needs no configuration.
 struct Katran {
     ebpf: Ebpf,
+    program: &'static str,
     _lrus: Vec<MapData>,
 }
 
 impl Katran {
-    fn load(path: &str, per_cpu_lrus: bool) -> Self {
+    /// `program` of the object at `path`, loaded and verified.
+    fn open(path: &str, program: &'static str) -> Self {
         let object = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
         let mut ebpf = EbpfLoader::new()
             .load(&object)
             .unwrap_or_else(|e| panic!("load {path}: {e}"));
-        let program: &mut Xdp = ebpf
-            .program_mut("balancer_ingress")
-            .expect("Katran's balancer_ingress")
+        let xdp: &mut Xdp = ebpf
+            .program_mut(program)
+            .unwrap_or_else(|| panic!("{path} has no program {program}"))
             .try_into()
             .unwrap();
-        program.load().expect("verify Katran's balancer");
+        xdp.load()
+            .unwrap_or_else(|e| panic!("verify {program} of {path}: {e}"));
+        Self {
+            ebpf,
+            program,
+            _lrus: Vec::new(),
+        }
+    }
+
+    fn decap(path: &str) -> Self {
+        Self::open(path, "xdpdecap")
+    }
+
+    fn balancer(path: &str, per_cpu_lrus: bool) -> Self {
+        let Self { mut ebpf, .. } = Self::open(path, "balancer_ingress");
         let mut control: Array<_, u64> =
             Array::try_from(ebpf.map_mut("ctl_array").unwrap()).unwrap();
         let mut mac = [0u8; 8];
@@ -173,6 +193,7 @@ impl Katran {
         if !per_cpu_lrus {
             return Self {
                 ebpf,
+                program: "balancer_ingress",
                 _lrus: Vec::new(),
             };
         }
@@ -193,15 +214,15 @@ impl Katran {
                 lru
             })
             .collect();
-        Self { ebpf, _lrus: lrus }
+        Self {
+            ebpf,
+            program: "balancer_ingress",
+            _lrus: lrus,
+        }
     }
 
     fn program(&self) -> &Xdp {
-        self.ebpf
-            .program("balancer_ingress")
-            .unwrap()
-            .try_into()
-            .unwrap()
+        self.ebpf.program(self.program).unwrap().try_into().unwrap()
     }
 
     /// `repeat` runs of `frame`: the last run's action and frame, and ns
@@ -238,12 +259,23 @@ impl Katran {
     }
 }
 
-/// A timed path: its frame, whether it runs on the flood-guarded pair
-/// (SYNs) or the recording pair (flows), and the action it must end in.
+/// Which pair of programs a path runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The balancers past their flood guards: SYNs balanced, not recorded.
+    Guarded,
+    /// The balancers that record flows: the hit rows.
+    Flows,
+    /// The backends' decap programs.
+    Decap,
+}
+
+/// A timed path: its frame, the pair it runs on, and the action it must
+/// end in.
 struct Path {
     name: &'static str,
     frame: Vec<u8>,
-    guarded: bool,
+    side: Side,
     want: u32,
 }
 
@@ -255,7 +287,7 @@ fn main() {
     let Ok(objects) = std::env::var("LB_KATRAN_OBJECTS") else {
         eprintln!(
             "katran_ab: set LB_KATRAN_OBJECTS=<default build>,<MAX_CONN_RATE=1 build> \
-             (see benches/README.md)"
+             and optionally LB_KATRAN_DECAP=<decap build> (see benches/README.md)"
         );
         return;
     };
@@ -265,21 +297,13 @@ fn main() {
     let repeat = env("LB_BENCH_REPEAT", 200_000);
     let samples = env("LB_BENCH_SAMPLES", 61);
     let per_cpu_lrus = std::env::var("LB_KATRAN_LRU").as_deref() != Ok("fallback");
-    let katran_flows = Katran::load(flows_object, per_cpu_lrus);
-    let katran_guarded = Katran::load(guarded_object, per_cpu_lrus);
-    let ours_guarded = loaded(1, true);
+    let katran_flows = Katran::balancer(flows_object, per_cpu_lrus);
+    let katran_guarded = Katran::balancer(guarded_object, per_cpu_lrus);
+    let katran_decap = std::env::var("LB_KATRAN_DECAP")
+        .ok()
+        .map(|path| Katran::decap(&path));
+    let mut ours_guarded = loaded(1, true);
     let ours_flows = loaded(0, true);
-    let ours = |guarded: bool| -> Runner<'_> {
-        let dp = if guarded { &ours_guarded } else { &ours_flows };
-        dp.runner(ProgramKind::Balancer).unwrap()
-    };
-    let katran = |guarded: bool| {
-        if guarded {
-            &katran_guarded
-        } else {
-            &katran_flows
-        }
-    };
 
     let (pass, tx) = (2, 3);
     let (v4_client, v4_vip) = ("192.0.2.1", "10.0.0.100");
@@ -289,26 +313,63 @@ fn main() {
     let non_vip = frame(v4_client, "10.0.0.101", true);
     // The empty program is timed on it, as in xdp_ab.
     let empty_frame = non_vip.clone();
-    let paths = [
-        ("v4 SYN", frame(v4_client, v4_vip, true), true, tx),
-        ("v4 flow-table hit", v4_ack, false, tx),
-        ("v4 non-VIP", non_vip, true, pass),
-        ("v6 SYN", frame(v6_client, v6_vip, true), true, tx),
-        ("v6 flow-table hit", v6_ack, false, tx),
-        ("v4 UDP flow-table hit", udp_frame(), false, tx),
+    // What a backend receives: our balancer's frame for a v4 SYN, as the
+    // model builds it. Both decaps strip it and pass the inner packet on;
+    // ours also checks that the outer destination is its address.
+    let tunnelled = Model::new(ours_guarded.programmer().state().clone())
+        .process(&frame("192.0.2.9", v4_vip, true))
+        .frame;
+    let mut our_decap = Decap::load_for_bench().unwrap();
+    let backend: [u8; 4] = tunnelled[30..34].try_into().unwrap();
+    our_decap.add_address(backend.into()).unwrap();
+    let mut paths: Vec<Path> = [
+        ("v4 SYN", frame(v4_client, v4_vip, true), Side::Guarded, tx),
+        ("v4 flow-table hit", v4_ack, Side::Flows, tx),
+        ("v4 non-VIP", non_vip, Side::Guarded, pass),
+        ("v6 SYN", frame(v6_client, v6_vip, true), Side::Guarded, tx),
+        ("v6 flow-table hit", v6_ack, Side::Flows, tx),
+        ("v4 UDP flow-table hit", udp_frame(), Side::Flows, tx),
+        ("decap IPIP (backend program)", tunnelled, Side::Decap, pass),
     ]
-    .map(|(name, frame, guarded, want)| Path {
+    .into_iter()
+    .map(|(name, frame, side, want)| Path {
         name,
         frame,
-        guarded,
+        side,
         want,
-    });
+    })
+    .collect();
+    if katran_decap.is_none() {
+        paths.retain(|p| p.side != Side::Decap);
+    }
+
+    let our_runners = [
+        ours_guarded.runner(ProgramKind::Balancer).unwrap(),
+        ours_flows.runner(ProgramKind::Balancer).unwrap(),
+        our_decap.runner().unwrap(),
+    ];
+    let ours = |side: Side| -> &Runner<'_> {
+        match side {
+            Side::Guarded => &our_runners[0],
+            Side::Flows => &our_runners[1],
+            Side::Decap => &our_runners[2],
+        }
+    };
+    let katran = |side: Side| match side {
+        Side::Guarded => &katran_guarded,
+        Side::Flows => &katran_flows,
+        Side::Decap => katran_decap
+            .as_ref()
+            .expect("decap rows need LB_KATRAN_DECAP"),
+    };
     // Place the flows on both, and hold Katran to a restored frame: without
     // the restore, repetitions after the first would time another path.
-    for p in paths.iter().filter(|p| !p.guarded) {
-        assert_eq!(ours(false).run(&p.frame).unwrap().action, tx);
-        let (action, out, _) = katran_flows.run_repeated(&p.frame, 1);
-        assert_eq!(action, tx, "{}: Katran's action", p.name);
+    for p in &paths {
+        if p.side == Side::Flows {
+            assert_eq!(ours(p.side).run(&p.frame).unwrap().action, p.want);
+        }
+        let (action, out, _) = katran(p.side).run_repeated(&p.frame, 1);
+        assert_eq!(action, p.want, "{}: Katran's action", p.name);
         assert_eq!(out, p.frame, "{}: Katran built without the restore", p.name);
     }
     let misses_before = katran_flows.lru_misses();
@@ -321,8 +382,8 @@ fn main() {
         let base = time(&empty, &empty_frame, repeat, pass);
         empties.push(base);
         for (i, p) in paths.iter().enumerate() {
-            net_ours[i].push(time(&ours(p.guarded), &p.frame, repeat, p.want) - base);
-            net_katran[i].push(katran(p.guarded).time(&p.frame, repeat, p.want) - base);
+            net_ours[i].push(time(ours(p.side), &p.frame, repeat, p.want) - base);
+            net_katran[i].push(katran(p.side).time(&p.frame, repeat, p.want) - base);
         }
     }
     // A flow misses once on each CPU the bench ran on, then hits.
