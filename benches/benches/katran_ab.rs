@@ -103,13 +103,13 @@ fn katran_addr(s: &str) -> ([u32; 4], bool) {
 /// One loaded Katran program. The balancer is configured like
 /// `common::loaded`'s dataplane: the v4 and v6 TCP VIPs on port 80 and the
 /// v4 UDP VIP on port 53, ten reals each, the gateway MAC, and one LRU per
-/// CPU as Katran's own loader creates them in production; without those,
-/// Katran falls back to the one small LRU in its object, as its own tests
-/// run it. The decap program needs no configuration.
+/// CPU as Katran's own loader creates them in production
+/// ([`add_per_cpu_lrus`]); without those, Katran falls back to the one
+/// small LRU in its object, as its own tests run it. The decap program
+/// needs no configuration.
 struct Katran {
     ebpf: Ebpf,
     program: &'static str,
-    _lrus: Vec<MapData>,
 }
 
 impl Katran {
@@ -126,11 +126,7 @@ impl Katran {
             .unwrap();
         xdp.load()
             .unwrap_or_else(|e| panic!("verify {program} of {path}: {e}"));
-        Self {
-            ebpf,
-            program,
-            _lrus: Vec::new(),
-        }
+        Self { ebpf, program }
     }
 
     fn decap(path: &str) -> Self {
@@ -190,34 +186,12 @@ impl Katran {
                     .unwrap();
             }
         }
-        if !per_cpu_lrus {
-            return Self {
-                ebpf,
-                program: "balancer_ingress",
-                _lrus: Vec::new(),
-            };
+        if per_cpu_lrus {
+            add_per_cpu_lrus(&mut ebpf);
         }
-        let cpus = aya::util::nr_cpus().unwrap().get() as u32;
-        let mut lru_mapping: ArrayOfMaps<_, MapData> =
-            ArrayOfMaps::try_from(ebpf.map_mut("lru_mapping").unwrap()).unwrap();
-        let lrus = (0..cpus)
-            .map(|cpu| {
-                let definition = aya_obj::Map::new_from_params(
-                    aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32,
-                    abi::FLOW_KEY_SIZE,
-                    abi::REAL_POS_LRU_SIZE,
-                    abi::LRU_ENTRIES / cpus,
-                    0,
-                );
-                let lru = MapData::create(definition, "katran_lru", None).expect("create an LRU");
-                lru_mapping.set(cpu, &lru, 0).unwrap();
-                lru
-            })
-            .collect();
         Self {
             ebpf,
             program: "balancer_ingress",
-            _lrus: lrus,
         }
     }
 
@@ -256,6 +230,26 @@ impl Katran {
             PerCpuArray::try_from(self.ebpf.map("stats").unwrap()).unwrap();
         let per_cpu = stats.get(&abi::LRU_CNTRS, 0).unwrap();
         per_cpu.iter().map(|s| s.v2).sum()
+    }
+}
+
+/// One LRU per CPU in Katran's `lru_mapping`, as its loader sets them up
+/// (its default flow capacity split across them). The outer map holds
+/// them from then on.
+fn add_per_cpu_lrus(ebpf: &mut Ebpf) {
+    let cpus = aya::util::nr_cpus().unwrap().get() as u32;
+    let mut lru_mapping: ArrayOfMaps<_, MapData> =
+        ArrayOfMaps::try_from(ebpf.map_mut("lru_mapping").unwrap()).unwrap();
+    for cpu in 0..cpus {
+        let definition = aya_obj::Map::new_from_params(
+            aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32,
+            abi::FLOW_KEY_SIZE,
+            abi::REAL_POS_LRU_SIZE,
+            abi::LRU_ENTRIES / cpus,
+            0,
+        );
+        let lru = MapData::create(definition, "katran_lru", None).expect("create an LRU");
+        lru_mapping.set(cpu, &lru, 0).unwrap();
     }
 }
 
