@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{Array, HashMap, MapData, PerCpuArray, of_maps::ArrayOfMaps},
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    programs::Xdp,
 };
 use common::{env, frame, loaded, median, time, udp_frame};
 use lb_dataplane::{Decap, ProgramKind, Runner};
@@ -195,33 +195,9 @@ impl Katran {
         }
     }
 
-    fn program(&self) -> &Xdp {
-        self.ebpf.program(self.program).unwrap().try_into().unwrap()
-    }
-
-    /// `repeat` runs of `frame`: the last run's action and frame, and ns
-    /// per run.
-    fn run_repeated(&self, frame: &[u8], repeat: u32) -> (u32, Vec<u8>, f64) {
-        let mut out = vec![0u8; frame.len() + 64];
-        let result = self
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .expect("Katran test run");
-        out.truncate(result.data_size_out as usize);
-        let ns = result.duration.as_nanos() as f64;
-        (result.return_value, out, ns)
-    }
-
-    /// ns per run of `repeat` runs; every run must end in `want`.
-    fn time(&self, frame: &[u8], repeat: u32, want: u32) -> f64 {
-        let (action, _, ns) = self.run_repeated(frame, repeat);
-        assert_eq!(action, want, "Katran took another path");
-        ns
+    fn runner(&self) -> Runner<'_> {
+        let program = self.ebpf.program(self.program).unwrap().try_into().unwrap();
+        Runner::for_program(program, self.program)
     }
 
     /// LRU misses so far, over all CPUs.
@@ -349,12 +325,20 @@ fn main() {
             Side::Decap => &our_runners[2],
         }
     };
-    let katran = |side: Side| match side {
-        Side::Guarded => &katran_guarded,
-        Side::Flows => &katran_flows,
-        Side::Decap => katran_decap
-            .as_ref()
-            .expect("decap rows need LB_KATRAN_DECAP"),
+    let katran_runners = (
+        katran_guarded.runner(),
+        katran_flows.runner(),
+        katran_decap.as_ref().map(Katran::runner),
+    );
+    let katran = |side: Side| -> &Runner<'_> {
+        match side {
+            Side::Guarded => &katran_runners.0,
+            Side::Flows => &katran_runners.1,
+            Side::Decap => katran_runners
+                .2
+                .as_ref()
+                .expect("decap rows need LB_KATRAN_DECAP"),
+        }
     };
     // Place the flows on both, and hold Katran to a restored frame: without
     // the restore, repetitions after the first would time another path.
@@ -362,9 +346,13 @@ fn main() {
         if p.side == Side::Flows {
             assert_eq!(ours(p.side).run(&p.frame).unwrap().action, p.want);
         }
-        let (action, out, _) = katran(p.side).run_repeated(&p.frame, 1);
-        assert_eq!(action, p.want, "{}: Katran's action", p.name);
-        assert_eq!(out, p.frame, "{}: Katran built without the restore", p.name);
+        let out = katran(p.side).run(&p.frame).unwrap();
+        assert_eq!(out.action, p.want, "{}: Katran's action", p.name);
+        assert_eq!(
+            out.frame, p.frame,
+            "{}: Katran built without the restore",
+            p.name
+        );
     }
     let misses_before = katran_flows.lru_misses();
 
@@ -377,7 +365,7 @@ fn main() {
         empties.push(base);
         for (i, p) in paths.iter().enumerate() {
             net_ours[i].push(time(ours(p.side), &p.frame, repeat, p.want) - base);
-            net_katran[i].push(katran(p.side).time(&p.frame, repeat, p.want) - base);
+            net_katran[i].push(time(katran(p.side), &p.frame, repeat, p.want) - base);
         }
     }
     // A flow misses once on each CPU the bench ran on, then hits.

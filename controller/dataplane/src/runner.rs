@@ -24,7 +24,13 @@ pub struct Runner<'a> {
     pub(crate) name: &'static str,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    /// A runner for any loaded XDP program, not only this crate's: the
+    /// benches time other balancers the same way. `name` labels errors.
+    pub fn for_program(program: &'a Xdp, name: &'static str) -> Self {
+        Self { program, name }
+    }
+
     /// Runs the program once on `frame`.
     pub fn run(&self, frame: &[u8]) -> Result<RunResult, DataplaneError> {
         self.run_repeated(frame, 1)
