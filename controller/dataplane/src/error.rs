@@ -38,6 +38,17 @@ pub enum DataplaneError {
         #[source]
         source: MapError,
     },
+    /// A map's values could not be mapped into memory.
+    #[error("mapping {bytes} bytes of map {map} into memory")]
+    Mmap {
+        map: &'static str,
+        bytes: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reader barrier (a grace-period wait) failed.
+    #[error("waiting out readers (reader barrier)")]
+    Barrier(#[source] std::io::Error),
     /// The kernel's tick length could not be read.
     #[error("reading the kernel's tick length")]
     Clock(#[source] std::io::Error),

@@ -36,6 +36,16 @@ impl IndexPool {
     pub(crate) fn release(&mut self, index: u32) {
         self.free.push_back(index);
     }
+
+    /// Whether [`Self::acquire`] would find nothing.
+    pub(crate) fn is_exhausted(&self) -> bool {
+        self.free.is_empty() && self.next >= self.limit
+    }
+
+    /// One past the largest index handed out.
+    pub(crate) fn limit(&self) -> u32 {
+        self.limit
+    }
 }
 
 /// A backend id and the generation it holds the address under.
@@ -51,8 +61,9 @@ pub(crate) struct BackendId {
 pub(crate) struct BackendIds {
     by_addr: HashMap<IpAddr, (BackendId, u32)>,
     pool: IndexPool,
-    /// Last generation given out per id; the next holder gets one more.
-    generations: Vec<u32>,
+    /// Last generation given out, to any id: generations only grow, so an
+    /// (id, generation) pair names one holder for the life of the maps.
+    last_generation: u32,
 }
 
 impl BackendIds {
@@ -60,7 +71,7 @@ impl BackendIds {
         Self {
             by_addr: HashMap::new(),
             pool: IndexPool::new(0, limit),
-            generations: vec![lb_abi::backend::EMPTY_GENERATION; limit as usize],
+            last_generation: lb_abi::backend::EMPTY_GENERATION,
         }
     }
 
@@ -72,11 +83,11 @@ impl BackendIds {
             return Some((*id, false));
         }
         let id = self.pool.acquire()?;
-        let generation = &mut self.generations[id as usize];
-        *generation = generation.wrapping_add(1).max(1);
+        // Below the retired bit; after 2^31 - 1 holders it wraps to 1.
+        self.last_generation = ((self.last_generation + 1) & !lb_abi::backend::RETIRED).max(1);
         let id = BackendId {
             id,
-            generation: *generation,
+            generation: self.last_generation,
         };
         self.by_addr.insert(addr, (id, 1));
         Some((id, true))
@@ -104,6 +115,11 @@ impl BackendIds {
     /// a ring that names it.
     pub(crate) fn recycle(&mut self, id: u32) {
         self.pool.release(id);
+    }
+
+    /// Whether a new address would find no free id.
+    pub(crate) fn is_exhausted(&self) -> bool {
+        self.pool.is_exhausted()
     }
 
     /// Addresses with live ids.

@@ -29,11 +29,13 @@
 //! # Ok::<(), lb_dataplane::DataplaneError>(())
 //! ```
 
+mod barrier;
 mod clock;
 pub mod config;
 mod decap;
 mod error;
 mod ids;
+mod mmap;
 mod options;
 pub mod programmer;
 mod runner;
@@ -57,13 +59,12 @@ use lb_abi::{
         CACHES_ENABLED, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH,
         FLOW_CACHE_SLOTS,
     },
-    ring::{RING_SIZE, RINGS},
+    ring::{RING_SIZE, RINGS, RingPair},
     stats::{BACKEND_STATS, GLOBAL_STATS, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS},
     vip_cache::VIP_CACHE_EPOCH,
 };
 
-use crate::programmer::Maps;
 pub use crate::{
     config::{AttachMode, BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
     decap::{Decap, DecapStats},
@@ -73,6 +74,7 @@ pub use crate::{
     runner::{RunResult, Runner},
     stats::Stats,
 };
+use crate::{mmap::MappedArray, programmer::Maps};
 
 /// The compiled balancer object, built by `build.rs`.
 static BALANCER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
@@ -139,7 +141,7 @@ impl Dataplane {
             .map_max_entries(FLOWS, options.flow_table_entries)
             .map_max_entries(FLOW_CACHE, cache_slots)
             .map_max_entries(FLOW_CACHE_EPOCHS, cache_slots)
-            .map_max_entries(RINGS, options.ring_slots())
+            .map_max_entries(RINGS, options.ring_pairs())
             .load(object)
             .map_err(DataplaneError::Load)?;
         for kind in [ProgramKind::Balancer, ProgramKind::Pass] {
@@ -155,10 +157,10 @@ impl Dataplane {
             vip_generations: typed(&mut ebpf, VIP_GENERATIONS)?,
             backends: typed(&mut ebpf, BACKENDS)?,
             flows: typed(&mut ebpf, FLOWS)?,
-            flow_cache_epochs: typed(&mut ebpf, FLOW_CACHE_EPOCHS)?,
-            flow_cache_generation_epoch: typed(&mut ebpf, FLOW_CACHE_GENERATION_EPOCH)?,
-            vip_cache_epoch: typed(&mut ebpf, VIP_CACHE_EPOCH)?,
-            rings: typed(&mut ebpf, RINGS)?,
+            flow_cache_epochs: mapped::<u64>(&mut ebpf, FLOW_CACHE_EPOCHS, cache_slots)?,
+            flow_cache_generation_epoch: mapped::<u64>(&mut ebpf, FLOW_CACHE_GENERATION_EPOCH, 1)?,
+            vip_cache_epoch: mapped::<u64>(&mut ebpf, VIP_CACHE_EPOCH, 1)?,
+            rings: mapped::<RingPair>(&mut ebpf, RINGS, options.ring_pairs())?,
             control: typed(&mut ebpf, CONTROL)?,
             filter: typed(&mut ebpf, VIP_FILTER)?,
             vip_addrs: typed(&mut ebpf, VIP_ADDRS)?,
@@ -268,6 +270,25 @@ pub(crate) fn xdp_mut<'a>(
         .ok_or(ProgramError::NotLoaded)
         .and_then(TryInto::try_into)
         .map_err(not_found(name))
+}
+
+/// A `MMAPABLE` array of `entries` values of `V`, mapped.
+fn mapped<V>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    entries: u32,
+) -> Result<MappedArray, DataplaneError> {
+    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap {
+        map: name,
+        source: None,
+    })?;
+    let Map::Array(data) = map else {
+        return Err(DataplaneError::MissingMap {
+            map: name,
+            source: None,
+        });
+    };
+    MappedArray::new(&data, name, entries, std::mem::size_of::<V>()).map(|m| m.owning(data))
 }
 
 pub(crate) fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>

@@ -10,11 +10,17 @@ use crate::config::ConfigError;
 pub struct LoadOptions {
     /// Maglev ring size M; prime. Default 65537.
     pub ring_size: u32,
-    /// Most VIPs at once. Default 512.
+    /// Most VIPs at once. Default 1024. Each VIP has two ring slots (its
+    /// live ring, and room for the next one while readers of the old one
+    /// finish), 4 bytes × M each: at the default M, 512 KiB of locked
+    /// kernel memory per VIP, 537 MB for 1024 VIPs, so that a batch that
+    /// replaces every ring at once finds a free slot for each.
     pub max_vips: u32,
     /// Most distinct backend addresses at once. Default 4096.
     pub max_backends: u32,
-    /// Flow-table entries (LRU). Default 8,000,000.
+    /// Flow-table entries (LRU). Default 8,000,000 (Katran's): about 150
+    /// bytes of locked kernel memory each, 1.2 GB, and the kernel takes
+    /// about 3.7 s to create it. Size it to the flows a node must hold.
     pub flow_table_entries: u32,
     /// Idle time after which a UDP flow is placed anew. Default 30 s. With
     /// the caches on, a flow idle for the last 1/64 of it may be placed
@@ -89,6 +95,19 @@ impl LoadOptions {
         if self.max_vips > 1 << 20 {
             return Err(ConfigError::new("max_vips", "must be at most 1048576"));
         }
+        let pairs =
+            u64::from(self.ring_slots()) * u64::from(lb_abi::ring::pairs_per_ring(self.ring_size));
+        if pairs > u64::from(u32::MAX) {
+            return Err(ConfigError::new(
+                "max_vips",
+                format!(
+                    "{} VIPs with rings of {} need {} ring bytes, more than one map holds",
+                    self.max_vips,
+                    self.ring_size,
+                    pairs * 8
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -102,10 +121,15 @@ impl LoadOptions {
         }
     }
 
-    /// Slots of the ring map-of-maps: slot 0 for the reader barrier, one per
-    /// VIP, and one for a VIP's next ring while its current one is live.
+    /// Ring slots: one live per VIP, and one spare per VIP, so that a batch
+    /// replacing every ring needs no reader barrier before it can write.
     pub(crate) fn ring_slots(&self) -> u32 {
-        self.max_vips + 2
+        self.max_vips * 2
+    }
+
+    /// Elements of the flat ring map.
+    pub(crate) fn ring_pairs(&self) -> u32 {
+        self.ring_slots() * lb_abi::ring::pairs_per_ring(self.ring_size)
     }
 }
 

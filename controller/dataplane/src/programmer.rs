@@ -3,50 +3,50 @@
 //! # How a VIP changes atomically
 //! 1. Backends the VIP gains get ids; their table entries are written
 //!    (no ring names them yet, so no packet can reach them).
-//! 2. The new ring is written completely into a fresh inner map, which is
-//!    then stored in a free slot of `RINGS` (no VIP points there yet).
+//! 2. The new ring is written completely, through the memory mapping of
+//!    `RINGS`, into a free ring slot (no VIP points there yet): a memcpy of
+//!    4 bytes × M, no syscall.
 //! 3. The VIP's value — flags and ring slot together — is replaced in one
 //!    map update. `VIPS` has no preallocation, so the kernel swaps whole
-//!    elements under RCU: a packet sees the old value or the new one.
-//! 4. A reader barrier: an update of a map-of-maps returns only after every
-//!    program run that began before it has finished. After it, no packet can
-//!    still hold the old ring, so the old slot is reused and backends no ring
-//!    names any more are cleared (generation 0) and their ids recycled.
-//!    Flow entries pointing at a recycled id carry the old generation and
-//!    re-hash instead of following the id to its next holder.
-//!    Flow-cache copies stop being honoured when an id is cleared or a
+//!    elements under RCU: a packet sees the old value or the new one. The
+//!    new ring is live when this returns.
+//! 4. What the old value named is retired, not freed: the old ring slot
+//!    and the ids of backends no VIP names any more wait for a reader
+//!    barrier (`barrier`), paid only when a later change needs a slot or an
+//!    id and none is free, once for everything retired by then. A retired
+//!    backend's generation gets `lb_abi::backend::RETIRED` at once, so flow
+//!    entries stop following it while stale rings may still reach it; after
+//!    the barrier its entry is cleared (generation 0) and the id recycled.
+//!    Flow-cache copies stop being honoured when an id is retired or a
 //!    VIP's generation changes: both bump the cache's generation epoch.
 //!
 //! If anything fails before step 3, the VIP's old state stays in force.
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use lb_abi::{
     AddrKey,
-    backend::{BACKENDS, Backend},
+    backend::{BACKENDS, Backend, RETIRED},
     control::CONTROL,
     filter::{VIP_ADDRS, VIP_FILTER, filter_bit},
     flow::{FLOWS, FlowKey, FlowValue},
-    flow_cache::{FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH},
-    ring::{INNER_MAP_FLAGS, NO_RING, RINGS},
+    ring::{NO_RING, pairs_per_ring},
     stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS, VipKey, VipValue, flags},
-    vip_cache::VIP_CACHE_EPOCH,
     wire_addr,
 };
 use lb_maglev::{MaglevError, Member};
 use lb_model::{DataplaneState, VipEntry};
 
 use crate::{
+    barrier::ReaderBarrier,
     config::{ConfigError, NodeConfig, VipConfig},
     error::{DataplaneError, map_err},
     ids::{BackendIds, IndexPool},
+    mmap::MappedArray,
     options::LoadOptions,
 };
-
-/// Slot of `RINGS` whose rewrite serves as the reader barrier.
-const BARRIER_SLOT: u32 = 0;
 
 /// Handles on the maps, taken from the loaded object.
 pub(crate) struct Maps {
@@ -54,10 +54,10 @@ pub(crate) struct Maps {
     pub(crate) vip_generations: Array<MapData, u32>,
     pub(crate) backends: Array<MapData, Backend>,
     pub(crate) flows: BpfHashMap<MapData, FlowKey, FlowValue>,
-    pub(crate) flow_cache_epochs: Array<MapData, u64>,
-    pub(crate) flow_cache_generation_epoch: Array<MapData, u64>,
-    pub(crate) vip_cache_epoch: Array<MapData, u64>,
-    pub(crate) rings: ArrayOfMaps<MapData, Array<MapData, u32>>,
+    pub(crate) flow_cache_epochs: MappedArray,
+    pub(crate) flow_cache_generation_epoch: MappedArray,
+    pub(crate) vip_cache_epoch: MappedArray,
+    pub(crate) rings: MappedArray,
     pub(crate) control: Array<MapData, lb_abi::control::Control>,
     pub(crate) filter: Array<MapData, u64>,
     pub(crate) vip_addrs: BpfHashMap<MapData, AddrKey, u32>,
@@ -77,13 +77,13 @@ struct Programmed {
 pub struct Programmer {
     pub(crate) maps: Maps,
     ring_size: u32,
-    /// Slots of the flow cache as allocated, and so of its epoch array.
-    flow_cache_slots: u32,
-    barrier_ring: Array<MapData, u32>,
+    barrier: ReaderBarrier,
     vips: HashMap<VipKey, Programmed>,
     backend_ids: BackendIds,
     ring_slots: IndexPool,
     vip_indices: IndexPool,
+    /// Retired since the last reader barrier: free once it has passed.
+    retired: Retired,
     /// VIPs per filter bit, and the filter words as written.
     filter_refs: HashMap<(u32, u64), u32>,
     /// VIPs per address.
@@ -95,21 +95,16 @@ pub struct Programmer {
 }
 
 impl Programmer {
-    pub(crate) fn new(mut maps: Maps, options: &LoadOptions) -> Result<Self, DataplaneError> {
-        let barrier_ring = Array::<MapData, u32>::create(1, INNER_MAP_FLAGS)
-            .map_err(map_err(RINGS, "create barrier ring"))?;
-        maps.rings
-            .set(BARRIER_SLOT, &barrier_ring, 0)
-            .map_err(map_err(RINGS, "store barrier ring"))?;
+    pub(crate) fn new(maps: Maps, options: &LoadOptions) -> Result<Self, DataplaneError> {
         Ok(Self {
             maps,
             ring_size: options.ring_size,
-            flow_cache_slots: options.allocated_flow_cache_slots(),
-            barrier_ring,
+            barrier: ReaderBarrier::new()?,
             vips: HashMap::new(),
             backend_ids: BackendIds::new(options.max_backends),
-            ring_slots: IndexPool::new(BARRIER_SLOT + 1, options.ring_slots()),
+            ring_slots: IndexPool::new(0, options.ring_slots()),
             vip_indices: IndexPool::new(0, options.max_vips),
+            retired: Retired::default(),
             filter_refs: HashMap::new(),
             address_refs: HashMap::new(),
             filter_words: HashMap::new(),
@@ -124,6 +119,17 @@ impl Programmer {
     /// The programmed state, as the userspace model reads it.
     pub fn state(&self) -> &DataplaneState {
         &self.state
+    }
+
+    /// The ring the VIP `key` points at, read back from the ring map (not
+    /// from this programmer's bookkeeping); `None` for a VIP that is not
+    /// programmed or has no ring.
+    pub fn ring_in_map(&self, key: &VipKey) -> Option<Vec<u32>> {
+        let slot = self.vips.get(key)?.value.ring_slot;
+        (slot != NO_RING).then(|| {
+            let first = slot * pairs_per_ring(self.ring_size);
+            self.maps.rings.read_u32s(first, self.ring_size as usize)
+        })
     }
 
     /// The configs of the programmed VIPs.
@@ -280,27 +286,42 @@ impl Programmer {
         self.set_vip_generation(index, 0)?;
         self.filter_remove(key)?;
         self.retire(&old)?;
-        self.vip_indices.release(index);
+        // A packet that read the VIP before the removal may still count
+        // under its index.
+        self.retired.vip_indices.push(index);
         Ok(())
     }
 
-    /// Waits until no program run that started before this call is still
-    /// running.
+    /// Waits out every program run that started before this call, then
+    /// frees everything retired before it: ring slots, backend ids (their
+    /// entries cleared) and VIP indices. Changes call it themselves when
+    /// they need a slot or an id and none is free; calling it ahead moves
+    /// that wait off a later change.
     pub fn wait_for_readers(&mut self) -> Result<(), DataplaneError> {
-        // The kernel runs synchronize_rcu() after a map-of-maps update from
-        // the syscall side; rewriting the barrier slot is such an update.
-        self.maps
-            .rings
-            .set(BARRIER_SLOT, &self.barrier_ring, 0)
-            .map_err(map_err(RINGS, "barrier"))
+        self.barrier.wait()?;
+        let retired = std::mem::take(&mut self.retired);
+        for slot in retired.ring_slots {
+            self.ring_slots.release(slot);
+        }
+        for index in retired.vip_indices {
+            self.vip_indices.release(index);
+        }
+        self.clear_backends(&retired.backend_ids)
     }
 
-    /// After every write to VIPS, before waiting out readers: from here on
-    /// no program takes a VIP from a copy made before the write (see
-    /// `lb_abi::vip_cache`). The caller's later reader barrier covers the
-    /// programs that already had.
+    /// Whether anything retired waits for a reader barrier.
+    fn has_retired(&self) -> bool {
+        let r = &self.retired;
+        !(r.ring_slots.is_empty() && r.backend_ids.is_empty() && r.vip_indices.is_empty())
+    }
+
+    /// After every write to VIPS, before anything it named is freed: from
+    /// here on no program takes a VIP from a copy made before the write
+    /// (see `lb_abi::vip_cache`). The reader barrier paid before reuse
+    /// covers the programs that already had.
     fn bump_vip_cache_epoch(&mut self) -> Result<(), DataplaneError> {
-        bump_epoch(&mut self.maps.vip_cache_epoch, VIP_CACHE_EPOCH, 0)
+        self.maps.vip_cache_epoch.bump(0);
+        Ok(())
     }
 
     /// Removes every flow-table entry, and every CPU's cached copy of one.
@@ -313,10 +334,9 @@ impl Programmer {
             }
         }
         // After the removals: a copy taken before this bump is not honoured.
-        // A racing in-kernel bump of the same slot can be lost here, but
-        // either write leaves the epoch changed, which is all that counts.
-        for index in 0..self.flow_cache_slots {
-            bump_epoch(&mut self.maps.flow_cache_epochs, FLOW_CACHE_EPOCHS, index)?;
+        // Atomic adds, like the program's, so none is lost.
+        for index in 0..self.maps.flow_cache_epochs.entries() {
+            self.maps.flow_cache_epochs.bump(index);
         }
         Ok(())
     }
@@ -344,11 +364,8 @@ impl Programmer {
     /// program takes a backend from a flow-cache copy made before the write
     /// (see `lb_abi::flow_cache`).
     fn bump_flow_cache_generation_epoch(&mut self) -> Result<(), DataplaneError> {
-        bump_epoch(
-            &mut self.maps.flow_cache_generation_epoch,
-            FLOW_CACHE_GENERATION_EPOCH,
-            0,
-        )
+        self.maps.flow_cache_generation_epoch.bump(0);
+        Ok(())
     }
 
     /// Counts a VIP on its address: filter bit and exact address entry go
@@ -412,24 +429,39 @@ impl Programmer {
         Ok(())
     }
 
-    /// After a VIP stopped pointing at `old`'s ring: wait out readers, then
-    /// free the slot and the backends nothing names any more.
+    /// After a VIP stopped pointing at `old`'s ring: its slot and the
+    /// backends nothing names any more are retired until the next reader
+    /// barrier; the backends stop taking flow-table hits at once.
     fn retire(&mut self, old: &Programmed) -> Result<(), DataplaneError> {
         let freed = self.release_backends(old.config.backends.iter().map(|b| b.address), true);
-        if old.value.ring_slot == NO_RING && freed.is_empty() {
+        if old.value.ring_slot != NO_RING {
+            self.retired.ring_slots.push(old.value.ring_slot);
+        }
+        if freed.is_empty() {
             return Ok(());
         }
-        self.wait_for_readers()?;
-        if old.value.ring_slot != NO_RING {
-            self.ring_slots.release(old.value.ring_slot);
+        let marked = self.mark_retired(&freed);
+        // Also after a failed mark: no copy may follow an id marked before.
+        self.bump_flow_cache_generation_epoch()?;
+        marked
+    }
+
+    /// Sets [`RETIRED`] in the generation of each of `ids` (which no ring
+    /// a packet can newly read names) and queues them for the barrier.
+    fn mark_retired(&mut self, ids: &[u32]) -> Result<(), DataplaneError> {
+        for &id in ids {
+            self.retired.backend_ids.push(id);
+            let Some(mut entry) = self.state.backends.get(&id).copied() else {
+                continue;
+            };
+            entry.generation |= RETIRED;
+            self.maps
+                .backends
+                .set(id, &entry, 0)
+                .map_err(map_err(BACKENDS, "retire"))?;
+            self.state.backends.insert(id, entry);
         }
-        let cleared = self.clear_backends(&freed);
-        if !freed.is_empty() {
-            // Also after a failed clear: no copy may follow an id cleared
-            // before it.
-            self.bump_flow_cache_generation_epoch()?;
-        }
-        cleared
+        Ok(())
     }
 
     /// Clears the entries of `ids` and recycles them.
@@ -447,6 +479,9 @@ impl Programmer {
 
     fn new_vip_index(&mut self) -> Result<u32, DataplaneError> {
         let limit = self.state.vips.len() as u32;
+        if self.vip_indices.is_exhausted() && self.has_retired() {
+            self.wait_for_readers()?;
+        }
         let index = self
             .vip_indices
             .acquire()
@@ -483,6 +518,12 @@ impl Programmer {
     /// One reference on `address`'s id; a new id gets its entry written (and
     /// its reference dropped again if that fails).
     fn acquire_backend(&mut self, address: IpAddr) -> Result<u32, DataplaneError> {
+        if self.backend_ids.get(address).is_none()
+            && self.backend_ids.is_exhausted()
+            && self.has_retired()
+        {
+            self.wait_for_readers()?;
+        }
         let (id, new) = self
             .backend_ids
             .acquire(address)
@@ -535,39 +576,24 @@ impl Programmer {
         freed
     }
 
-    /// Writes a complete ring into a fresh inner map and stores it in a free
-    /// slot; returns the slot and the ring's backend ids.
+    /// Writes a complete ring into a free slot through the mapping; returns
+    /// the slot and the ring's backend ids.
     fn store_ring(
         &mut self,
         members: &[u32],
         ids: &[u32],
     ) -> Result<(u32, Arc<[u32]>), DataplaneError> {
+        if self.ring_slots.is_exhausted() && !self.retired.ring_slots.is_empty() {
+            self.wait_for_readers()?;
+        }
         let slot = self.ring_slots.acquire().ok_or(DataplaneError::Full {
             what: "ring slot",
-            limit: self.ring_size,
+            limit: self.ring_slots.limit(),
         })?;
-        let result = (|| {
-            let ring: Arc<[u32]> = members.iter().map(|&m| ids[m as usize]).collect();
-            let mut inner = Array::<MapData, u32>::create(self.ring_size, INNER_MAP_FLAGS)
-                .map_err(map_err(RINGS, "create ring"))?;
-            for (i, id) in ring.iter().enumerate() {
-                inner
-                    .set(i as u32, id, 0)
-                    .map_err(map_err(RINGS, "fill ring"))?;
-            }
-            self.maps
-                .rings
-                .set(slot, &inner, 0)
-                .map_err(map_err(RINGS, "store ring"))?;
-            Ok(ring)
-        })();
-        match result {
-            Ok(ring) => Ok((slot, ring)),
-            Err(e) => {
-                self.ring_slots.release(slot);
-                Err(e)
-            }
-        }
+        let ring: Arc<[u32]> = members.iter().map(|&m| ids[m as usize]).collect();
+        let first = slot * pairs_per_ring(self.ring_size);
+        self.maps.rings.write_u32s(first, &ring);
+        Ok((slot, ring))
     }
 
     fn zero_stats(&mut self, index: u32, vip: bool) -> Result<(), DataplaneError> {
@@ -613,16 +639,12 @@ pub fn backend_identity(address: IpAddr) -> Vec<u8> {
     }
 }
 
-/// Adds one to entry `index` of a cache's epoch array (`name` in errors).
-fn bump_epoch(
-    epochs: &mut Array<MapData, u64>,
-    name: &'static str,
-    index: u32,
-) -> Result<(), DataplaneError> {
-    let epoch = epochs.get(&index, 0).map_err(map_err(name, "read"))?;
-    epochs
-        .set(index, &epoch.wrapping_add(1), 0)
-        .map_err(map_err(name, "bump"))
+/// What waits for the next reader barrier before it can be reused.
+#[derive(Debug, Default)]
+struct Retired {
+    ring_slots: Vec<u32>,
+    backend_ids: Vec<u32>,
+    vip_indices: Vec<u32>,
 }
 
 #[cfg(test)]

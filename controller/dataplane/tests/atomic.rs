@@ -11,7 +11,7 @@ use std::{
 
 use common::*;
 use lb_abi::vip::flags;
-use lb_dataplane::{ProgramKind, Protocol, VipConfig};
+use lb_dataplane::{Dataplane, LoadOptions, ProgramKind, Protocol, VipConfig};
 use lb_model::{Action, Model};
 
 const VIP: &str = "10.0.0.100";
@@ -50,7 +50,35 @@ fn config_b() -> VipConfig {
 
 #[test]
 fn packets_see_the_old_config_or_the_new_one_never_a_mix() {
+    switch_under_traffic(dataplane(1021));
+}
+
+/// With room for one VIP there are two ring slots: every other switch must
+/// reuse the slot the VIP just left, after a reader barrier.
+#[test]
+fn a_reused_ring_slot_is_never_seen_half_written() {
+    let options = LoadOptions {
+        max_vips: 1,
+        ..small_options(1021)
+    };
+    let mut dp = Dataplane::load(&options).expect("load dataplane (run as root)");
+    dp.programmer().set_node(&node()).unwrap();
+    switch_under_traffic(dp);
+}
+
+/// The rings the maps hold are the rings the programmer says it wrote.
+#[test]
+fn rings_read_back_from_the_map_equal_the_programmed_ones() {
     let mut dp = dataplane(1021);
+    for config in [config_a(), config_b(), config_a()] {
+        dp.programmer().upsert_vip(&config).unwrap();
+        let key = config.key();
+        let programmed = dp.programmer().state().vips[&key].ring.clone().unwrap();
+        assert_eq!(dp.programmer().ring_in_map(&key).unwrap(), &programmed[..]);
+    }
+}
+
+fn switch_under_traffic(mut dp: Dataplane) {
     let frames: Vec<Vec<u8>> = (0..FLOWS)
         .map(|i| {
             let src = format!("192.0.{}.{}", 2 + i / 200, 1 + i % 200);

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 
 use lb_abi::{
     FAMILY_V4, FAMILY_V6,
-    backend::{Backend, EMPTY_GENERATION},
+    backend::{Backend, EMPTY_GENERATION, recorded_generation},
     control::blend,
     flow::{FlowKey, FlowValue},
     hash::{flow_hash, outer_source_mix, ring_index},
@@ -157,10 +157,15 @@ impl Model {
         let (id, backend) =
             ring_pick(&self.state, &vip, &pkt.key).map_err(|c| Stop::Verdict(Action::Drop, c))?;
         if use_flows {
+            // Never the retired bit: see `lb_abi::backend`.
+            let recorded = Backend {
+                generation: recorded_generation(backend.generation),
+                ..backend
+            };
             self.flows.insert(
                 pkt.key,
                 FlowValue {
-                    backend,
+                    backend: recorded,
                     backend_id: id,
                     vip_index: vip.vip_index,
                     vip_generation: vip.generation,

@@ -46,6 +46,11 @@ pub const FAMILY_V4: u8 = 4;
 /// Address family tag stored in keys and values: IPv6.
 pub const FAMILY_V6: u8 = 6;
 
+/// `BPF_F_MMAPABLE`: the map flag of the arrays userspace writes through a
+/// memory mapping ([`ring::RINGS`] and the caches' epochs), so a write is a
+/// store, atomic where it must be, with no syscall.
+pub const MMAPABLE: u32 = 1 << 10;
+
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.

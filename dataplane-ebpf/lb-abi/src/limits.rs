@@ -3,7 +3,7 @@
 /// Default Maglev ring size M (prime).
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
 /// Default number of VIPs.
-pub const DEFAULT_MAX_VIPS: u32 = 512;
+pub const DEFAULT_MAX_VIPS: u32 = 1024;
 /// Default number of backend ids.
 pub const DEFAULT_MAX_BACKENDS: u32 = 4_096;
 /// Default flow-table entries.
@@ -28,6 +28,6 @@ pub mod placeholder {
     pub const BACKENDS: usize = 4_096;
     /// Entries of the flow table.
     pub const FLOWS: usize = 65_536;
-    /// Slots of the ring map-of-maps (two per VIP, for the swap).
-    pub const RING_SLOTS: usize = 1_024;
+    /// Elements of the flat ring map.
+    pub const RING_PAIRS: usize = 65_536;
 }

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_abi::{
-    AddrKey,
+    AddrKey, MMAPABLE,
     backend::Backend,
     control::Control,
     filter::FILTER_WORDS,
@@ -15,7 +15,7 @@ use lb_abi::{
     flow::{FlowKey, FlowValue},
     flow_cache::{DEFAULT_FLOW_CACHE_SLOTS, FlowCacheSlot},
     limits::placeholder,
-    ring::INNER_MAP_FLAGS,
+    ring::RingPair,
     stats::{GLOBAL_COUNTERS, TrafficCounters},
     vip::{VipKey, VipValue},
     vip_cache::{VIP_CACHE_SLOTS, VipCacheSlot},
@@ -31,7 +31,7 @@ pub static VIPS: HashMap<VipKey, VipValue, { placeholder::VIPS }, { BPF_F_NO_PRE
 pub static VIP_CACHE: PerCpuArray<VipCacheSlot, { VIP_CACHE_SLOTS as usize }> = PerCpuArray::new();
 
 #[btf_map]
-pub static VIP_CACHE_EPOCH: Array<u64, 1> = Array::new();
+pub static VIP_CACHE_EPOCH: Array<u64, 1, { MMAPABLE as usize }> = Array::new();
 
 #[btf_map]
 pub static VIP_GENERATIONS: Array<u32, { placeholder::VIPS }> = Array::new();
@@ -47,16 +47,18 @@ pub static FLOW_CACHE: PerCpuArray<FlowCacheSlot, { DEFAULT_FLOW_CACHE_SLOTS as 
     PerCpuArray::new();
 
 #[btf_map]
-pub static FLOW_CACHE_EPOCHS: Array<u64, { DEFAULT_FLOW_CACHE_SLOTS as usize }> = Array::new();
+pub static FLOW_CACHE_EPOCHS: Array<
+    u64,
+    { DEFAULT_FLOW_CACHE_SLOTS as usize },
+    { MMAPABLE as usize },
+> = Array::new();
 
 #[btf_map]
-pub static FLOW_CACHE_GENERATION_EPOCH: Array<u64, 1> = Array::new();
+pub static FLOW_CACHE_GENERATION_EPOCH: Array<u64, 1, { MMAPABLE as usize }> = Array::new();
 
 #[btf_map]
-pub static RINGS: ArrayOfMaps<
-    Array<u32, 1, { INNER_MAP_FLAGS as usize }>,
-    { placeholder::RING_SLOTS },
-> = ArrayOfMaps::new();
+pub static RINGS: Array<RingPair, { placeholder::RING_PAIRS }, { MMAPABLE as usize }> =
+    Array::new();
 
 #[btf_map]
 pub static CONTROL: Array<Control, 1> = Array::new();

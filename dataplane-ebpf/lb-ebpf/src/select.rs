@@ -6,11 +6,11 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{bindings::BPF_ANY, btf_maps::Array};
 use lb_abi::{
     FAMILY_V6, PROTO_UDP,
-    backend::{Backend, EMPTY_GENERATION},
+    backend::{Backend, EMPTY_GENERATION, recorded_generation},
     flow::{FlowKey, FlowValue},
     flow_cache::{FlowCacheSlot, UDP_REFRESH_SHIFT, flow_cache_index, same_flow},
     hash::{flow_hash, ring_index},
-    ring::NO_RING,
+    ring::{NO_RING, ring_element},
     stats::GlobalCounter,
     vip::{VipValue, flags},
 };
@@ -48,8 +48,12 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, V
             stats::bump(GlobalCounter::FlowNotRecordedFlood);
             return Ok(chosen);
         }
+        // A ring read before a backend's removal may still name it; the
+        // flow it places must not outlive the removal (`lb_abi::backend`).
+        let mut backend = chosen.backend;
+        backend.generation = recorded_generation(backend.generation);
         let value = FlowValue {
-            backend: chosen.backend,
+            backend,
             backend_id: chosen.backend_id,
             vip_index: vip.vip_index,
             vip_generation: vip.generation,
@@ -257,10 +261,12 @@ pub fn from_ring(key: &FlowKey, vip: &VipValue) -> Result<Selection, Verdict> {
         return Err(Verdict::drop(GlobalCounter::DropNoBackend));
     }
     let hash = flow_hash(key, vip.flags & flags::HASH_SRC_ONLY != 0);
-    let index = ring_index(hash, ring_size());
-    let backend_id = *RINGS
-        .get_value(vip.ring_slot, &index)
+    let size = ring_size();
+    let (element, half) = ring_element(vip.ring_slot, ring_index(hash, size), size);
+    let pair = RINGS
+        .get(element)
         .ok_or(Verdict::drop(GlobalCounter::DropNoBackend))?;
+    let backend_id = if half == 0 { pair[0] } else { pair[1] };
     let bad = Verdict::drop(GlobalCounter::DropBadBackend);
     let backend = *BACKENDS.get(backend_id).ok_or(bad)?;
     // An IPv6 packet cannot ride in an IPv4 tunnel; userspace never programs
