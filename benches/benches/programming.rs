@@ -1,0 +1,265 @@
+//! What programming the maps costs at the `Programmer` API, release build:
+//! 1,000 VIPs of 100 backends each, M = 65,537.
+//!
+//! - **create**: the 1,000 VIPs programmed into an empty dataplane (map
+//!   creation timed apart);
+//! - **one change**: call to ring live, over `LB_BENCH_CHANGES` (default
+//!   1,000) changes cycling weight change, add, remove and drain over the
+//!   VIPs. "Live" is confirmed by a `BPF_PROG_TEST_RUN` SYN whose flow
+//!   hashes to a ring slot that changed owner: the timing stops once that
+//!   frame leaves for the new owner (the Maglev build is included);
+//! - **100 changed**: 100 VIPs re-weighted one after another;
+//! - kernel map memory (`memlock` of every map fd) and the process's
+//!   resident memory at 1,000 VIPs.
+//!
+//! Run as root: `cargo bench -p lb-bench --bench programming`.
+//! `LB_BENCH_VIPS` and `LB_BENCH_BACKENDS` change the size.
+
+mod common;
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use common::{client_frame, env};
+use lb_abi::{
+    FAMILY_V4, PROTO_TCP,
+    flow::FlowKey,
+    hash::{flow_hash, ring_index},
+    wire_addr, wire_port,
+};
+use lb_dataplane::{
+    BackendConfig, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, VipConfig,
+    programmer::backend_identity,
+};
+
+const RING_SIZE: u32 = 65_537;
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let vips = env("LB_BENCH_VIPS", 1_000);
+    let per_vip = env("LB_BENCH_BACKENDS", 100);
+    let changes = env("LB_BENCH_CHANGES", 1_000);
+    let options = LoadOptions {
+        ring_size: RING_SIZE,
+        max_vips: vips.max(1).next_power_of_two(),
+        max_backends: (vips * (per_vip + 1)).next_power_of_two(),
+        flow_table_entries: 1 << 16,
+        ..LoadOptions::default()
+    };
+    let started = Instant::now();
+    let mut dp = Dataplane::load(&options).expect("load the dataplane (run as root)");
+    let load_time = started.elapsed();
+    dp.programmer()
+        .set_node(&NodeConfig {
+            gateway_mac: [2, 0, 0, 0, 0, 3],
+            interface_mac: [2, 0, 0, 0, 0, 2],
+            ..NodeConfig::default()
+        })
+        .unwrap();
+    let mut configs: Vec<VipConfig> = (0..vips).map(|v| vip_config(v, per_vip)).collect();
+
+    let started = Instant::now();
+    for config in &configs {
+        dp.programmer().upsert_vip(config).unwrap();
+    }
+    let create = started.elapsed();
+    let map_bytes = map_memory();
+    let (rss, anon) = (resident_bytes("VmRSS:"), resident_bytes("RssAnon:"));
+
+    let mut latencies = Vec::with_capacity(changes as usize);
+    for n in 0..changes {
+        let v = (n * 7919 % vips) as usize;
+        let next = changed(&configs[v], n, per_vip);
+        let (frame, owner) = frame_on_changed_slot(&configs[v], &next);
+        let started = Instant::now();
+        dp.programmer().upsert_vip(&next).unwrap();
+        let out = dp
+            .runner(ProgramKind::Balancer)
+            .unwrap()
+            .run(&frame)
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(&out.frame[30..34], &owner.octets(), "change {n} not live");
+        latencies.push(elapsed);
+        configs[v] = next;
+    }
+    latencies.sort();
+
+    let started = Instant::now();
+    for (v, config) in configs.iter_mut().enumerate().take(100) {
+        let mut next = config.clone();
+        let pick = v % next.backends.len();
+        next.backends[pick].weight = 3;
+        dp.programmer().upsert_vip(&next).unwrap();
+        *config = next;
+    }
+    let hundred = started.elapsed();
+
+    println!("programming: {vips} VIPs x {per_vip} backends, M = {RING_SIZE}");
+    println!(
+        "  map creation (excluded below)  {:>10.1} ms",
+        ms(load_time)
+    );
+    println!("  create {vips} VIPs              {:>10.1} ms", ms(create));
+    println!(
+        "  one change, median / p99 / max {:>10.3} / {:.3} / {:.3} ms ({} changes)",
+        ms(latencies[latencies.len() / 2]),
+        ms(latencies[latencies.len() * 99 / 100]),
+        ms(*latencies.last().unwrap()),
+        latencies.len()
+    );
+    println!("  100 VIPs changed               {:>10.1} ms", ms(hundred));
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!(
+        "  kernel map memory {:.1} MiB; process resident {:.1} MiB, of it anonymous {:.1} MiB",
+        mib(map_bytes),
+        mib(rss),
+        mib(anon)
+    );
+    println!("  (resident memory counts the pages of the mapped ring map the process wrote)");
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn vip_address(v: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, (v >> 8) as u8, v as u8))
+}
+
+/// Backend `b` of VIP `v`: every VIP has backends of its own.
+fn backend(v: u32, b: u32) -> BackendConfig {
+    let n = v * 1024 + b;
+    BackendConfig {
+        address: IpAddr::V4(Ipv4Addr::new(
+            10,
+            128 + (n >> 16) as u8,
+            (n >> 8) as u8,
+            n as u8,
+        )),
+        weight: 1,
+    }
+}
+
+fn vip_config(v: u32, per_vip: u32) -> VipConfig {
+    VipConfig {
+        address: vip_address(v),
+        port: 80,
+        protocol: Protocol::Tcp,
+        flags: 0,
+        backends: (0..per_vip).map(|b| backend(v, b)).collect(),
+    }
+}
+
+/// Change `n` of a cycle: re-weight, add, remove, drain.
+fn changed(config: &VipConfig, n: u32, per_vip: u32) -> VipConfig {
+    let mut next = config.clone();
+    let v = u32::from(match config.address {
+        IpAddr::V4(a) => u16::from_be_bytes([a.octets()[2], a.octets()[3]]),
+        IpAddr::V6(_) => unreachable!(),
+    });
+    let pick = (n / 4) as usize % next.backends.len();
+    match n % 4 {
+        0 => next.backends[pick].weight = next.backends[pick].weight % 4 + 1,
+        1 => {
+            let fresh = (per_vip..1024)
+                .map(|b| backend(v, b))
+                .find(|b| next.backends.iter().all(|o| o.address != b.address))
+                .expect("a free backend address");
+            next.backends.push(fresh);
+        }
+        2 if next.backends.len() > 2 => {
+            next.backends.remove(pick);
+        }
+        _ => next.backends[pick].weight = 0,
+    }
+    // Keep at least two backends taking flows.
+    if next.backends.iter().filter(|b| b.weight > 0).count() < 2 {
+        next.backends
+            .iter_mut()
+            .for_each(|b| b.weight = b.weight.max(1));
+    }
+    next
+}
+
+/// Owners of every ring slot under `config`, by address.
+fn owners(config: &VipConfig) -> Vec<IpAddr> {
+    let ids: Vec<Vec<u8>> = config
+        .backends
+        .iter()
+        .map(|b| backend_identity(b.address))
+        .collect();
+    let members: Vec<lb_maglev::Member<'_>> = ids
+        .iter()
+        .zip(&config.backends)
+        .map(|(id, b)| lb_maglev::Member::new(id, b.weight))
+        .collect();
+    lb_maglev::build(&members, RING_SIZE)
+        .unwrap()
+        .into_iter()
+        .map(|m| config.backends[m as usize].address)
+        .collect()
+}
+
+/// A SYN to the VIP whose flow lands on a slot `next` gives a new owner,
+/// and that owner.
+fn frame_on_changed_slot(old: &VipConfig, next: &VipConfig) -> (Vec<u8>, Ipv4Addr) {
+    let (before, after) = (owners(old), owners(next));
+    let (_, vip) = wire_addr(next.address);
+    let (_, client) = wire_addr(IpAddr::V4(CLIENT));
+    for port in 1..=u16::MAX {
+        let key = FlowKey {
+            src: client,
+            dst: vip,
+            src_port: wire_port(port),
+            dst_port: wire_port(80),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let slot = ring_index(flow_hash(&key, false), RING_SIZE) as usize;
+        if before[slot] != after[slot] {
+            let IpAddr::V4(owner) = after[slot] else {
+                unreachable!()
+            };
+            let dst = next.address.to_string();
+            return (client_frame(IpAddr::V4(CLIENT), port, &dst, true), owner);
+        }
+    }
+    panic!("no client port lands on a changed slot");
+}
+
+/// Locked kernel memory of every map this process holds open.
+fn map_memory() -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        if !info.contains("map_type:") {
+            continue;
+        }
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+/// A `kB` line of `/proc/self/status`, in bytes.
+fn resident_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
