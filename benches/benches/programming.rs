@@ -1,14 +1,14 @@
 //! What programming the maps costs at the `Programmer` API, release build:
 //! 1,000 VIPs of 100 backends each, M = 65,537.
 //!
-//! - **create**: the 1,000 VIPs programmed into an empty dataplane (map
-//!   creation timed apart);
+//! - **create**: the 1,000 VIPs programmed into an empty dataplane in one
+//!   `Programmer::apply` batch (map creation timed apart);
 //! - **one change**: call to ring live, over `LB_BENCH_CHANGES` (default
 //!   1,000) changes cycling weight change, add, remove and drain over the
 //!   VIPs. "Live" is confirmed by a `BPF_PROG_TEST_RUN` SYN whose flow
 //!   hashes to a ring slot that changed owner: the timing stops once that
 //!   frame leaves for the new owner (the Maglev build is included);
-//! - **100 changed**: 100 VIPs re-weighted one after another;
+//! - **100 changed**: 100 VIPs re-weighted in one batch;
 //! - kernel map memory (`memlock` of every map fd) and the process's
 //!   resident memory at 1,000 VIPs.
 //!
@@ -30,7 +30,7 @@ use lb_abi::{
     wire_addr, wire_port,
 };
 use lb_dataplane::{
-    BackendConfig, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, VipConfig,
+    BackendConfig, Batch, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, VipConfig,
     programmer::backend_identity,
 };
 
@@ -64,9 +64,12 @@ fn main() {
     let mut configs: Vec<VipConfig> = (0..vips).map(|v| vip_config(v, per_vip)).collect();
 
     let started = Instant::now();
-    for config in &configs {
-        dp.programmer().upsert_vip(config).unwrap();
-    }
+    dp.programmer()
+        .apply(&Batch {
+            upserts: configs.clone(),
+            ..Batch::default()
+        })
+        .unwrap();
     let create = started.elapsed();
     let map_bytes = map_memory();
     let (rss, anon) = (resident_bytes("VmRSS:"), resident_bytes("RssAnon:"));
@@ -90,14 +93,24 @@ fn main() {
     }
     latencies.sort();
 
+    let hundred_changed: Vec<VipConfig> = configs
+        .iter()
+        .enumerate()
+        .take(100)
+        .map(|(v, config)| {
+            let mut next = config.clone();
+            let pick = v % next.backends.len();
+            next.backends[pick].weight = 3;
+            next
+        })
+        .collect();
     let started = Instant::now();
-    for (v, config) in configs.iter_mut().enumerate().take(100) {
-        let mut next = config.clone();
-        let pick = v % next.backends.len();
-        next.backends[pick].weight = 3;
-        dp.programmer().upsert_vip(&next).unwrap();
-        *config = next;
-    }
+    dp.programmer()
+        .apply(&Batch {
+            upserts: hundred_changed,
+            ..Batch::default()
+        })
+        .unwrap();
     let hundred = started.elapsed();
 
     println!("programming: {vips} VIPs x {per_vip} backends, M = {RING_SIZE}");
@@ -105,7 +118,7 @@ fn main() {
         "  map creation (excluded below)  {:>10.1} ms",
         ms(load_time)
     );
-    println!("  create {vips} VIPs              {:>10.1} ms", ms(create));
+    println!("  create {vips} VIPs, one batch   {:>10.1} ms", ms(create));
     println!(
         "  one change, median / p99 / max {:>10.3} / {:.3} / {:.3} ms ({} changes)",
         ms(latencies[latencies.len() / 2]),
@@ -113,7 +126,7 @@ fn main() {
         ms(*latencies.last().unwrap()),
         latencies.len()
     );
-    println!("  100 VIPs changed               {:>10.1} ms", ms(hundred));
+    println!("  100 VIPs changed, one batch    {:>10.1} ms", ms(hundred));
     let mib = |b: u64| b as f64 / 1048576.0;
     println!(
         "  kernel map memory {:.1} MiB; process resident {:.1} MiB, of it anonymous {:.1} MiB",

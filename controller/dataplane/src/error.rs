@@ -12,6 +12,10 @@ pub enum DataplaneError {
     /// The configuration was rejected; nothing was changed.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// A batch was refused whole, for every reason listed; nothing was
+    /// changed.
+    #[error("batch refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Rejected(Vec<crate::batch::Rejection>),
     /// Loading the eBPF object (maps or verifier) failed.
     #[error("loading the eBPF object")]
     Load(#[source] EbpfError),

@@ -30,6 +30,7 @@
 //! ```
 
 mod barrier;
+mod batch;
 mod clock;
 pub mod config;
 mod decap;
@@ -66,6 +67,7 @@ use lb_abi::{
 };
 
 pub use crate::{
+    batch::{Batch, Rejection, describe},
     config::{AttachMode, BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
     decap::{Decap, DecapStats},
     error::DataplaneError,

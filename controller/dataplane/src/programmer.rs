@@ -36,12 +36,13 @@ use lb_abi::{
     vip::{VIP_GENERATIONS, VIPS, VipKey, VipValue, flags},
     wire_addr,
 };
-use lb_maglev::{MaglevError, Member};
 use lb_model::{DataplaneState, VipEntry};
 
+pub use crate::batch::backend_identity;
 use crate::{
     barrier::ReaderBarrier,
-    config::{ConfigError, NodeConfig, VipConfig},
+    batch::{self, Batch},
+    config::{NodeConfig, VipConfig},
     error::{DataplaneError, map_err},
     ids::{BackendIds, IndexPool},
     mmap::MappedArray,
@@ -84,6 +85,8 @@ pub struct Programmer {
     vip_indices: IndexPool,
     /// Retired since the last reader barrier: free once it has passed.
     retired: Retired,
+    /// Whether node settings have been written; no VIP is before they are.
+    node_set: bool,
     /// VIPs per filter bit, and the filter words as written.
     filter_refs: HashMap<(u32, u64), u32>,
     /// VIPs per address.
@@ -105,6 +108,7 @@ impl Programmer {
             ring_slots: IndexPool::new(0, options.ring_slots()),
             vip_indices: IndexPool::new(0, options.max_vips),
             retired: Retired::default(),
+            node_set: false,
             filter_refs: HashMap::new(),
             address_refs: HashMap::new(),
             filter_words: HashMap::new(),
@@ -150,22 +154,75 @@ impl Programmer {
         self.vips.values().map(|p| (&p.config, p.value.vip_index))
     }
 
-    /// Sets how encapsulated frames leave the node.
+    /// Applies `batch`: node settings first, then removals, then upserts,
+    /// each VIP's change atomic for packets. The whole batch is checked
+    /// before any map is written, and refused with every reason named if
+    /// anything is wrong. A VIP whose config equals what is programmed
+    /// costs no map write; the rings of the others are built on every core
+    /// first. At most one reader barrier is paid, and only when a slot or
+    /// an id must be reused.
+    ///
+    /// # Errors
+    /// [`DataplaneError::Rejected`] for a batch refused whole; other errors
+    /// come from the kernel part way through (not yet undone: the VIPs
+    /// applied before the failure stay applied, each whole).
+    pub fn apply(&mut self, batch: &Batch) -> Result<(), DataplaneError> {
+        let rejections = batch::check(batch, |k| self.vips.contains_key(k), self.node_set);
+        if !rejections.is_empty() {
+            return Err(DataplaneError::Rejected(rejections));
+        }
+        let changed: Vec<&VipConfig> = batch
+            .upserts
+            .iter()
+            .filter(|c| self.vips.get(&c.key()).is_none_or(|p| p.config != **c))
+            .collect();
+        let rings = batch::build_rings(&changed, self.ring_size)
+            .map_err(|r| DataplaneError::Rejected(vec![r]))?;
+        if let Some(node) = &batch.node {
+            self.write_node(node)?;
+        }
+        for key in &batch.removals {
+            self.remove_programmed(key)?;
+        }
+        for (config, ring) in changed.into_iter().zip(rings) {
+            self.upsert_built(config, ring)?;
+        }
+        Ok(())
+    }
+
+    /// Sets how encapsulated frames leave the node: a batch of node
+    /// settings alone.
     pub fn set_node(&mut self, node: &NodeConfig) -> Result<(), DataplaneError> {
+        self.apply(&Batch {
+            node: Some(node.clone()),
+            ..Batch::default()
+        })
+    }
+
+    fn write_node(&mut self, node: &NodeConfig) -> Result<(), DataplaneError> {
         let control = node.to_control()?;
         self.maps
             .control
             .set(0, &control, 0)
             .map_err(map_err(CONTROL, "set"))?;
         self.state.control = control;
+        self.node_set = true;
         Ok(())
     }
 
-    /// Adds a VIP or replaces its flags and backends, atomically for packets.
+    /// Adds a VIP or replaces its flags and backends, atomically for
+    /// packets: a batch of one.
     pub fn upsert_vip(&mut self, config: &VipConfig) -> Result<(), DataplaneError> {
-        config.validate()?;
+        self.apply(&Batch::upsert(config.clone()))
+    }
+
+    /// [`Self::upsert_vip`] of a checked config whose ring is built.
+    fn upsert_built(
+        &mut self,
+        config: &VipConfig,
+        ring: Option<Vec<u32>>,
+    ) -> Result<(), DataplaneError> {
         let key = config.key();
-        let ring = build_ring(config, self.ring_size)?;
 
         let vip_index = match self.vips.get(&key) {
             Some(p) => p.value.vip_index,
@@ -272,8 +329,19 @@ impl Programmer {
         Ok(())
     }
 
-    /// Removes a VIP; its traffic passes to the kernel from then on.
+    /// Removes a VIP; its traffic passes to the kernel from then on. A
+    /// batch of one removal.
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        if !self.vips.contains_key(key) {
+            return Err(DataplaneError::NoSuchVip);
+        }
+        self.apply(&Batch {
+            removals: vec![*key],
+            ..Batch::default()
+        })
+    }
+
+    fn remove_programmed(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
         let old = self.vips.get(key).ok_or(DataplaneError::NoSuchVip)?;
         let index = old.value.vip_index;
         self.maps
@@ -610,76 +678,10 @@ impl Programmer {
     }
 }
 
-/// The Maglev ring of `config` as indices into its backends, or `None` when
-/// no backend takes new flows.
-fn build_ring(config: &VipConfig, ring_size: u32) -> Result<Option<Vec<u32>>, DataplaneError> {
-    let identities: Vec<Vec<u8>> = config
-        .backends
-        .iter()
-        .map(|b| backend_identity(b.address))
-        .collect();
-    let members: Vec<Member<'_>> = identities
-        .iter()
-        .zip(&config.backends)
-        .map(|(id, b)| Member::new(id, b.weight))
-        .collect();
-    match lb_maglev::build(&members, ring_size) {
-        Ok(ring) => Ok(Some(ring)),
-        Err(MaglevError::ZeroTotalWeight) => Ok(None),
-        Err(e) => Err(ConfigError::new("backends", e.to_string()).into()),
-    }
-}
-
-/// The canonical identity a backend is hashed by: family tag, then the
-/// address bytes.
-pub fn backend_identity(address: IpAddr) -> Vec<u8> {
-    match address {
-        IpAddr::V4(a) => [&[lb_abi::FAMILY_V4][..], &a.octets()].concat(),
-        IpAddr::V6(a) => [&[lb_abi::FAMILY_V6][..], &a.octets()].concat(),
-    }
-}
-
 /// What waits for the next reader barrier before it can be reused.
 #[derive(Debug, Default)]
 struct Retired {
     ring_slots: Vec<u32>,
     backend_ids: Vec<u32>,
     vip_indices: Vec<u32>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{BackendConfig, Protocol};
-
-    /// The ring a VIP gets is what every node computes from its config;
-    /// this pins the backend encoding and the Maglev build together.
-    #[test]
-    fn golden_ring_of_a_config() {
-        let config = VipConfig {
-            address: "10.0.0.1".parse().unwrap(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            flags: 0,
-            backends: ["10.1.0.1", "10.1.0.2", "2001:db8::3"]
-                .iter()
-                .zip([1, 2, 0])
-                .map(|(a, weight)| BackendConfig {
-                    address: a.parse().unwrap(),
-                    weight,
-                })
-                .collect(),
-        };
-        let ring = build_ring(&config, 13).unwrap().unwrap();
-        assert_eq!(ring, [1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0]);
-        assert_eq!(
-            backend_identity("10.1.0.1".parse().unwrap()),
-            [4, 10, 1, 0, 1]
-        );
-        let zero = VipConfig {
-            backends: vec![],
-            ..config
-        };
-        assert_eq!(build_ring(&zero, 13).unwrap(), None);
-    }
 }
