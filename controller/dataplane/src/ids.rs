@@ -6,6 +6,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
+use lb_abi::vip::VipKey;
+
 /// Indices `first..limit`, handed out and taken back.
 #[derive(Debug)]
 pub(crate) struct IndexPool {
@@ -55,11 +57,16 @@ pub(crate) struct BackendId {
     pub(crate) generation: u32,
 }
 
-/// Backend ids by address, shared by every VIP that names the address and
-/// counted by references.
+/// A backend of one VIP: each VIP's backends have ids of their own, so
+/// that a backend leaving one VIP ends that VIP's flows to it and no other
+/// VIP's.
+pub(crate) type Member = (VipKey, IpAddr);
+
+/// Backend ids by member, counted by references (a VIP being replaced
+/// holds its kept backends twice for a moment).
 #[derive(Debug)]
 pub(crate) struct BackendIds {
-    by_addr: HashMap<IpAddr, (BackendId, u32)>,
+    by_addr: HashMap<Member, (BackendId, u32)>,
     pool: IndexPool,
     /// Last generation given out, to any id: generations only grow, so an
     /// (id, generation) pair names one holder for the life of the maps.
@@ -77,7 +84,7 @@ impl BackendIds {
 
     /// Takes a reference on `addr`'s id; `true` when the id is new and its
     /// map entry must be written.
-    pub(crate) fn acquire(&mut self, addr: IpAddr) -> Option<(BackendId, bool)> {
+    pub(crate) fn acquire(&mut self, addr: Member) -> Option<(BackendId, bool)> {
         if let Some((id, refs)) = self.by_addr.get_mut(&addr) {
             *refs += 1;
             return Some((*id, false));
@@ -94,13 +101,13 @@ impl BackendIds {
     }
 
     /// The id `addr` holds, if any.
-    pub(crate) fn get(&self, addr: IpAddr) -> Option<BackendId> {
+    pub(crate) fn get(&self, addr: Member) -> Option<BackendId> {
         self.by_addr.get(&addr).map(|(id, _)| *id)
     }
 
     /// Drops a reference on `addr`; returns the id once nothing refers to it.
     /// The id is not free yet: see [`Self::recycle`].
-    pub(crate) fn release(&mut self, addr: IpAddr) -> Option<u32> {
+    pub(crate) fn release(&mut self, addr: Member) -> Option<u32> {
         let (id, refs) = self.by_addr.get_mut(&addr)?;
         *refs -= 1;
         if *refs > 0 {
@@ -122,8 +129,8 @@ impl BackendIds {
         self.pool.is_exhausted()
     }
 
-    /// Addresses with live ids.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (IpAddr, BackendId)> + '_ {
+    /// Members with live ids.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Member, BackendId)> + '_ {
         self.by_addr.iter().map(|(a, (id, _))| (*a, *id))
     }
 }
@@ -147,8 +154,9 @@ mod tests {
 
     #[test]
     fn backend_ids_are_shared_counted_and_bump_generation_on_reuse() {
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let vip = VipKey::default();
+        let a: Member = (vip, "10.0.0.1".parse().unwrap());
+        let b: Member = (vip, "10.0.0.2".parse().unwrap());
         let mut ids = BackendIds::new(1);
         let (first, new) = ids.acquire(a).unwrap();
         assert!(new);
@@ -162,5 +170,19 @@ mod tests {
         assert!(new);
         assert_eq!(second.id, first.id);
         assert_ne!(second.generation, first.generation);
+    }
+
+    #[test]
+    fn each_vip_has_its_own_id_for_a_shared_address() {
+        let address: IpAddr = "10.0.0.1".parse().unwrap();
+        let one = VipKey::new("10.9.0.1".parse().unwrap(), 80, 6);
+        let two = VipKey::new("10.9.0.2".parse().unwrap(), 80, 6);
+        let mut ids = BackendIds::new(2);
+        let (first, _) = ids.acquire((one, address)).unwrap();
+        let (second, new) = ids.acquire((two, address)).unwrap();
+        assert!(new);
+        assert_ne!(first.id, second.id);
+        assert_eq!(ids.release((one, address)), Some(first.id));
+        assert_eq!(ids.get((two, address)), Some(second));
     }
 }

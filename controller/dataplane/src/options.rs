@@ -16,7 +16,11 @@ pub struct LoadOptions {
     /// kernel memory per VIP, 537 MB for 1024 VIPs, so that a batch that
     /// replaces every ring at once finds a free slot for each.
     pub max_vips: u32,
-    /// Most distinct backend addresses at once. Default 4096.
+    /// Most backend ids at once: one per backend of each VIP (an address
+    /// that two VIPs share takes two, so that leaving one VIP ends only
+    /// that VIP's flows to it). Default 65,536: 64 per VIP at the default
+    /// VIP count; each costs 24 bytes of backend table and 16 bytes of
+    /// counters per CPU.
     pub max_backends: u32,
     /// Flow-table entries (LRU). Default 8,000,000 (Katran's): about 150
     /// bytes of locked kernel memory each, 1.2 GB, and the kernel takes

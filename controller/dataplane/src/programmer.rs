@@ -141,13 +141,15 @@ impl Programmer {
         self.vips.values().map(|p| &p.config)
     }
 
-    /// The backend id `address` holds, if any VIP names it.
-    pub fn backend_id(&self, address: IpAddr) -> Option<u32> {
-        self.backend_ids.get(address).map(|b| b.id)
+    /// The backend id of `address` as a backend of the VIP `vip`, if it is
+    /// one. Every VIP has ids of its own for its backends.
+    pub fn backend_id(&self, vip: &VipKey, address: IpAddr) -> Option<u32> {
+        self.backend_ids.get((*vip, address)).map(|b| b.id)
     }
 
+    /// Every live backend id with its address.
     pub(crate) fn backend_addresses(&self) -> impl Iterator<Item = (IpAddr, u32)> + '_ {
-        self.backend_ids.iter().map(|(a, id)| (a, id.id))
+        self.backend_ids.iter().map(|((_, a), id)| (a, id.id))
     }
 
     pub(crate) fn vip_indices(&self) -> impl Iterator<Item = (&VipConfig, u32)> {
@@ -238,7 +240,7 @@ impl Programmer {
         let ring_slot = match ring.map(|r| self.store_ring(&r, &ids)).transpose() {
             Ok(slot) => slot,
             Err(e) => {
-                self.release_backends(config.backends.iter().map(|b| b.address), false);
+                self.release_backends(key, config.backends.iter().map(|b| b.address), false);
                 self.forget_new_vip_index(&key, vip_index);
                 return Err(e);
             }
@@ -268,7 +270,7 @@ impl Programmer {
             if let Some((slot, _)) = ring_slot {
                 self.ring_slots.release(slot);
             }
-            self.release_backends(config.backends.iter().map(|b| b.address), false);
+            self.release_backends(key, config.backends.iter().map(|b| b.address), false);
             self.forget_new_vip_index(&key, vip_index);
             return Err(e);
         }
@@ -293,7 +295,7 @@ impl Programmer {
             if let Some((slot, _)) = ring_slot {
                 self.ring_slots.release(slot);
             }
-            self.release_backends(config.backends.iter().map(|b| b.address), false);
+            self.release_backends(key, config.backends.iter().map(|b| b.address), false);
             self.forget_new_vip_index(&key, vip_index);
             return Err(e);
         }
@@ -501,7 +503,8 @@ impl Programmer {
     /// backends nothing names any more are retired until the next reader
     /// barrier; the backends stop taking flow-table hits at once.
     fn retire(&mut self, old: &Programmed) -> Result<(), DataplaneError> {
-        let freed = self.release_backends(old.config.backends.iter().map(|b| b.address), true);
+        let key = old.config.key();
+        let freed = self.release_backends(key, old.config.backends.iter().map(|b| b.address), true);
         if old.value.ring_slot != NO_RING {
             self.retired.ring_slots.push(old.value.ring_slot);
         }
@@ -569,13 +572,14 @@ impl Programmer {
     /// ids that are new; returns the ids in config order. On error, every
     /// reference taken here is dropped again.
     fn acquire_backends(&mut self, config: &VipConfig) -> Result<Vec<u32>, DataplaneError> {
+        let key = config.key();
         let mut ids = Vec::with_capacity(config.backends.len());
         for b in &config.backends {
-            match self.acquire_backend(b.address) {
+            match self.acquire_backend(key, b.address) {
                 Ok(id) => ids.push(id),
                 Err(e) => {
                     let taken = config.backends[..ids.len()].iter().map(|b| b.address);
-                    self.release_backends(taken, false);
+                    self.release_backends(key, taken, false);
                     return Err(e);
                 }
             }
@@ -583,10 +587,11 @@ impl Programmer {
         Ok(ids)
     }
 
-    /// One reference on `address`'s id; a new id gets its entry written (and
-    /// its reference dropped again if that fails).
-    fn acquire_backend(&mut self, address: IpAddr) -> Result<u32, DataplaneError> {
-        if self.backend_ids.get(address).is_none()
+    /// One reference on the id of `address` as a backend of `vip`; a new
+    /// id gets its entry written (and its reference dropped again if that
+    /// fails).
+    fn acquire_backend(&mut self, vip: VipKey, address: IpAddr) -> Result<u32, DataplaneError> {
+        if self.backend_ids.get((vip, address)).is_none()
             && self.backend_ids.is_exhausted()
             && self.has_retired()
         {
@@ -594,7 +599,7 @@ impl Programmer {
         }
         let (id, new) = self
             .backend_ids
-            .acquire(address)
+            .acquire((vip, address))
             .ok_or(DataplaneError::Full {
                 what: "backend",
                 limit: self.state.backends.len() as u32,
@@ -614,7 +619,7 @@ impl Programmer {
                     .map_err(map_err(BACKENDS, "set"))
             });
             if let Err(e) = written {
-                self.release_backends([address], false);
+                self.release_backends(vip, [address], false);
                 return Err(e);
             }
             self.state.backends.insert(id.id, entry);
@@ -622,17 +627,18 @@ impl Programmer {
         Ok(id.id)
     }
 
-    /// Drops one reference per address; returns ids nothing names any more.
-    /// With `visible` false the ids were never in a ring a packet could
-    /// read, so they are recycled at once.
+    /// Drops one reference per address of `vip`'s backends; returns ids
+    /// nothing names any more. With `visible` false the ids were never in
+    /// a ring a packet could read, so they are recycled at once.
     fn release_backends(
         &mut self,
+        vip: VipKey,
         addresses: impl IntoIterator<Item = IpAddr>,
         visible: bool,
     ) -> Vec<u32> {
         let mut freed = Vec::new();
         for address in addresses {
-            if let Some(id) = self.backend_ids.release(address) {
+            if let Some(id) = self.backend_ids.release((vip, address)) {
                 if visible {
                     freed.push(id);
                 } else {

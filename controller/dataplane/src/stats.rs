@@ -16,7 +16,7 @@ pub struct Stats {
     pub global: BTreeMap<GlobalCounter, u64>,
     /// Per programmed VIP, by (address, port, protocol).
     pub vips: BTreeMap<(IpAddr, u16, u8), TrafficCounters>,
-    /// Per backend address in use.
+    /// Per backend address in use, summed over the VIPs that have it.
     pub backends: BTreeMap<IpAddr, TrafficCounters>,
 }
 
@@ -74,7 +74,11 @@ impl Programmer {
                 .backend_stats
                 .get(&id, 0)
                 .map_err(map_err(BACKEND_STATS, "get"))?;
-            stats.backends.insert(address, sum(&per_cpu));
+            // Per address: every VIP that has the backend has an id for it.
+            let total = stats.backends.entry(address).or_default();
+            let more = sum(&per_cpu);
+            total.packets += more.packets;
+            total.bytes += more.bytes;
         }
         Ok(stats)
     }

@@ -509,6 +509,58 @@ fn a_removed_backend_gets_nothing_and_its_flows_are_placed_anew() {
     );
 }
 
+/// A backend two VIPs share leaves one of them: that VIP's flows to it are
+/// placed anew at once (no reader barrier needed first), the other VIP's
+/// flows to it stay.
+#[test]
+fn a_backend_removed_from_one_vip_keeps_the_other_vips_flows() {
+    let mut dp = dataplane(1021);
+    let shared = [("10.1.0.1", 1), ("10.1.0.2", 1), ("10.1.0.3", 1)];
+    for port in [80, 8080] {
+        dp.programmer()
+            .upsert_vip(&vip(VIP4, port, Protocol::Tcp, &shared))
+            .unwrap();
+    }
+    let mut model = Model::new(dp.programmer().state().clone());
+    // A client port whose flows go to the same backend on both VIPs.
+    let (sport, first) = (40_000..41_000u16)
+        .find_map(|sport| {
+            let mut to = |port| {
+                let (k, _) = check(
+                    &dp,
+                    &mut model,
+                    &tcp("192.0.2.1", sport, VIP4, port, Tcp::Syn, b""),
+                );
+                outer_dst(&k.frame)
+            };
+            let (a, b) = (to(80), to(8080));
+            (a == b).then_some((sport, a))
+        })
+        .expect("a client port placed on one backend by both VIPs");
+    let rest: Vec<(&str, u32)> = shared
+        .into_iter()
+        .filter(|(b, _)| b.parse::<std::net::IpAddr>().unwrap() != first)
+        .collect();
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &rest))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    let (k, m) = check(
+        &dp,
+        &mut model,
+        &tcp("192.0.2.1", sport, VIP4, 80, Tcp::Ack, b"a"),
+    );
+    assert_eq!(m.counter, GlobalCounter::TxRing, "placed anew");
+    assert_ne!(outer_dst(&k.frame), first);
+    let (k, m) = check(
+        &dp,
+        &mut model,
+        &tcp("192.0.2.1", sport, VIP4, 8080, Tcp::Ack, b"b"),
+    );
+    assert_eq!(m.counter, GlobalCounter::TxFlowHit, "kept");
+    assert_eq!(outer_dst(&k.frame), first);
+}
+
 #[test]
 fn at_the_mtu_is_sent_one_byte_over_is_answered_or_dropped() {
     let (mut dp, mut model) = setup();

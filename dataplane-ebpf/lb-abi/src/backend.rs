@@ -1,7 +1,10 @@
 //! The backend table: where a backend id sends packets.
 //!
 //! Map [`BACKENDS`]: array indexed by backend id → [`Backend`]. Written by
-//! userspace, read by the balancer.
+//! userspace, read by the balancer. An id names one backend of one VIP:
+//! an address that several VIPs share has an id in each, so a flow entry
+//! (which records the id) stops matching when its own VIP drops the
+//! backend, whatever the other VIPs do.
 //!
 //! An id's life: userspace writes its entry with a generation no id has
 //! held before (generations come from one counter that only grows), then

@@ -4,8 +4,8 @@
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
 /// Default number of VIPs.
 pub const DEFAULT_MAX_VIPS: u32 = 1024;
-/// Default number of backend ids.
-pub const DEFAULT_MAX_BACKENDS: u32 = 4_096;
+/// Default number of backend ids (one per backend of each VIP).
+pub const DEFAULT_MAX_BACKENDS: u32 = 65_536;
 /// Default flow-table entries.
 pub const DEFAULT_FLOW_TABLE_ENTRIES: u32 = 8_000_000;
 /// Default MTU: the largest IP packet the balancer sends.
