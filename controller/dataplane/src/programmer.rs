@@ -394,6 +394,31 @@ impl Programmer {
         Ok(())
     }
 
+    /// The flow-table entry of `key`, if there is one.
+    pub fn flow_entry(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
+        match self.maps.flows.get(key, 0) {
+            Ok(value) => Ok(Some(value)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(FLOWS, "get")(e)),
+        }
+    }
+
+    /// Tests only: writes `value` as the flow-table entry of `key`, as the
+    /// kernel's recycling of an LRU element under a reader can make it
+    /// look. Cached copies of `key` are not dropped: load the dataplane
+    /// with the caches off.
+    #[doc(hidden)]
+    pub fn overwrite_flow_entry(
+        &mut self,
+        key: &FlowKey,
+        value: &FlowValue,
+    ) -> Result<(), DataplaneError> {
+        self.maps
+            .flows
+            .insert(key, value, 0)
+            .map_err(map_err(FLOWS, "insert"))
+    }
+
     /// Removes every flow-table entry, and every CPU's cached copy of one.
     pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
         let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(Result::ok).collect();

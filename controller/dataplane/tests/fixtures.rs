@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use etherparse::{NetSlice, SlicedPacket};
 use lb_abi::stats::GlobalCounter;
-use lb_dataplane::{Dataplane, Protocol};
+use lb_dataplane::{Dataplane, LoadOptions, ProgramKind, Protocol};
 use lb_model::{Action, Model};
 use lb_testbed::pin_to_cpu;
 
@@ -559,6 +559,64 @@ fn a_backend_removed_from_one_vip_keeps_the_other_vips_flows() {
     );
     assert_eq!(m.counter, GlobalCounter::TxFlowHit, "kept");
     assert_eq!(outer_dst(&k.frame), first);
+}
+
+/// The LRU recycles elements under readers, so a lookup can copy another
+/// flow's value. A copy must prove it is its key's by its tag: a flow whose
+/// entry holds another flow's value is placed by the ring, not sent to the
+/// other flow's backend.
+#[test]
+fn a_flow_entry_holding_another_flows_value_is_not_followed() {
+    let options = LoadOptions {
+        per_cpu_caches: false,
+        ..small_options(1021)
+    };
+    let mut dp = Dataplane::load(&options).unwrap();
+    dp.programmer().set_node(&node()).unwrap();
+    let backends = [("10.1.0.1", 1), ("10.1.0.2", 1), ("10.1.0.3", 1)];
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &backends))
+        .unwrap();
+    let mut model = Model::new(dp.programmer().state().clone());
+    let mut placed = |sport| {
+        let (k, _) = check(
+            &dp,
+            &mut model,
+            &tcp("192.0.2.1", sport, VIP4, 80, Tcp::Syn, b""),
+        );
+        outer_dst(&k.frame)
+    };
+    let own = placed(40_000);
+    let other_port = (40_001..41_000u16)
+        .find(|p| placed(*p) != own)
+        .expect("a flow on another backend");
+    let key = |sport: u16| {
+        lb_model::parse(&tcp("192.0.2.1", sport, VIP4, 80, Tcp::Ack, b""))
+            .unwrap()
+            .key
+    };
+    let foreign = dp
+        .programmer()
+        .flow_entry(&key(other_port))
+        .unwrap()
+        .unwrap();
+    dp.programmer()
+        .overwrite_flow_entry(&key(40_000), &foreign)
+        .unwrap();
+    let out = dp
+        .runner(ProgramKind::Balancer)
+        .unwrap()
+        .run(&tcp("192.0.2.1", 40_000, VIP4, 80, Tcp::Ack, b"x"))
+        .unwrap();
+    assert_eq!(outer_dst(&out.frame), own, "sent where the ring places it");
+    assert_eq!(
+        dp.programmer()
+            .stats()
+            .unwrap()
+            .global(GlobalCounter::FlowMiss),
+        1,
+        "the foreign copy is a miss"
+    );
 }
 
 #[test]

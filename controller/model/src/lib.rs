@@ -169,7 +169,13 @@ impl Model {
                     backend_id: id,
                     vip_index: vip.vip_index,
                     vip_generation: vip.generation,
-                    _pad: 0,
+                    key_tag: lb_abi::flow::flow_tag(
+                        &pkt.key,
+                        id,
+                        recorded.generation,
+                        vip.vip_index,
+                        vip.generation,
+                    ),
                     last_seen_ns: 0,
                 },
             );

@@ -6,11 +6,20 @@
 //! invalidate the flow cache, [`crate::flow_cache`], whose copies of TCP
 //! entries answer most hits).
 //!
-//! The value carries a copy of the backend it chose and the VIP's
+//! The value carries the backend id and generation it chose and the VIP's
 //! generation, so a hit needs only two array loads (the VIP's and the
-//! backend's generations) to confirm both are still there. TCP entries live
-//! until the LRU evicts them; UDP entries also expire after a configurable
-//! idle time (default 30 s, Katran's).
+//! backend's generations) to confirm both are still there; the packet then
+//! goes to the address the backend table holds for that id now, never to
+//! one copied out of the entry. TCP entries live until the LRU evicts
+//! them; UDP entries also expire after a configurable idle time (default
+//! 30 s, Katran's).
+//!
+//! The kernel recycles LRU elements without waiting for readers, so a
+//! lookup's pointer can end up at another flow's value, or at half of two.
+//! Generations do not catch that (two flows of one VIP to one backend carry
+//! the same ones), so every entry also carries [`FlowValue::key_tag`], a
+//! hash of the key and of the decision fields: a copy whose tag does not
+//! match the key it was looked up for, and the fields read, is a miss.
 
 use crate::backend::Backend;
 
@@ -50,13 +59,44 @@ pub struct FlowValue {
     pub vip_index: u32,
     /// That VIP's generation when it placed the flow.
     pub vip_generation: u32,
-    /// Reserved, zero.
-    pub _pad: u32,
+    /// [`flow_tag`] of the key and the four fields above: proves a copy of
+    /// the value belongs, whole, to the key it was looked up for.
+    pub key_tag: u32,
     /// UDP only: the time ([`crate::clock`]) of the flow's last packet from the
     /// client (ICMP errors about the flow do not count). A UDP entry idle
     /// for longer than the UDP flow timeout is not honoured (the flow is
     /// placed anew). Zero for TCP, whose entries last until evicted.
     pub last_seen_ns: u64,
+}
+
+/// One word folded into a tag.
+#[inline(always)]
+const fn step(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29)
+}
+
+/// The tag an entry for `key` with these decision fields carries: the
+/// key's five 8-byte words and the fields, each folded in by a multiply
+/// and a rotate. A value torn between two entries, or another key's,
+/// matches with odds of about 2^-32.
+#[inline(always)]
+pub const fn flow_tag(
+    key: &FlowKey,
+    backend_id: u32,
+    backend_generation: u32,
+    vip_index: u32,
+    vip_generation: u32,
+) -> u32 {
+    // SAFETY: FlowKey is 40 bytes, 8-aligned, plain integers throughout.
+    let words = unsafe { &*(key as *const FlowKey as *const [u64; 5]) };
+    let mut h = step(0x9e37_79b9_7f4a_7c15, words[0]);
+    h = step(h, words[1]);
+    h = step(h, words[2]);
+    h = step(h, words[3]);
+    h = step(h, words[4]);
+    h = step(h, backend_id as u64 | (backend_generation as u64) << 32);
+    h = step(h, vip_index as u64 | (vip_generation as u64) << 32);
+    (h ^ (h >> 32)) as u32
 }
 
 /// Name of the global that holds the UDP flow timeout, ns.
@@ -78,5 +118,49 @@ mod tests {
         assert_eq!(offset_of!(FlowValue, last_seen_ns), 40);
         assert_eq!(offset_of!(FlowValue, backend_id), 24);
         assert_eq!(offset_of!(FlowValue, vip_generation), 32);
+        assert_eq!(offset_of!(FlowValue, key_tag), 36);
+    }
+
+    #[test]
+    fn the_tag_depends_on_the_key_and_every_decision_field() {
+        let key = FlowKey {
+            src: [1, 2, 3, 4],
+            dst: [5, 6, 7, 8],
+            src_port: 9,
+            dst_port: 10,
+            proto: 6,
+            family: 6,
+            _pad: [0; 2],
+        };
+        let tag = flow_tag(&key, 1, 2, 3, 4);
+        assert_eq!(tag, flow_tag(&key, 1, 2, 3, 4));
+        for other in [
+            flow_tag(&key, 9, 2, 3, 4),
+            flow_tag(&key, 1, 9, 3, 4),
+            flow_tag(&key, 1, 2, 9, 4),
+            flow_tag(&key, 1, 2, 3, 9),
+            flow_tag(
+                &FlowKey {
+                    src_port: 11,
+                    ..key
+                },
+                1,
+                2,
+                3,
+                4,
+            ),
+            flow_tag(
+                &FlowKey {
+                    src: [1, 2, 3, 5],
+                    ..key
+                },
+                1,
+                2,
+                3,
+                4,
+            ),
+        ] {
+            assert_ne!(tag, other);
+        }
     }
 }

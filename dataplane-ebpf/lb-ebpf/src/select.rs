@@ -7,7 +7,7 @@ use aya_ebpf::{bindings::BPF_ANY, btf_maps::Array};
 use lb_abi::{
     FAMILY_V6, PROTO_UDP,
     backend::{Backend, EMPTY_GENERATION, recorded_generation},
-    flow::{FlowKey, FlowValue},
+    flow::{FlowKey, FlowValue, flow_tag},
     flow_cache::{FlowCacheSlot, UDP_REFRESH_SHIFT, flow_cache_index, same_flow},
     hash::{flow_hash, ring_index},
     ring::{NO_RING, ring_element},
@@ -57,7 +57,13 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, V
             backend_id: chosen.backend_id,
             vip_index: vip.vip_index,
             vip_generation: vip.generation,
-            _pad: 0,
+            key_tag: flow_tag(
+                key,
+                chosen.backend_id,
+                backend.generation,
+                vip.vip_index,
+                vip.generation,
+            ),
             last_seen_ns: if key.proto == PROTO_UDP {
                 clock::now_ns()
             } else {
@@ -173,7 +179,7 @@ fn udp_copy_lives(slot: &mut FlowCacheSlot, key: &FlowKey, lookup: Lookup) -> bo
 fn table_hit(key: &FlowKey, lookup: Lookup) -> Option<((Selection, u32), u64)> {
     let entry = FLOWS.get_ptr_mut(key)?;
     let value = copy_entry(entry);
-    let hit = honoured(&value)?;
+    let hit = honoured(key, &value)?;
     if key.proto != PROTO_UDP {
         return Some((hit, 0));
     }
@@ -193,38 +199,58 @@ fn table_hit(key: &FlowKey, lookup: Lookup) -> Option<((Selection, u32), u64)> {
     Some((hit, *last_seen))
 }
 
+/// What a hit uses of a table entry: the decision fields and their tag.
+struct EntryCopy {
+    backend_id: u32,
+    backend_generation: u32,
+    vip_index: u32,
+    vip_generation: u32,
+    key_tag: u32,
+}
+
 /// The fields a hit uses, copied out of a table entry.
 #[inline(always)]
-fn copy_entry(entry: *mut FlowValue) -> FlowValue {
-    // SAFETY: the LRU may recycle this element after we return; we copy the
-    // fields now, and a torn read could only pair a flow with another valid
-    // backend, which the generation checks in `honoured` then reject.
+fn copy_entry(entry: *mut FlowValue) -> EntryCopy {
+    // SAFETY: the LRU may recycle this element while we read it, so the
+    // copy may be another flow's value or torn between two; `honoured`
+    // rejects such a copy by its key tag before using any of it.
     unsafe {
-        FlowValue {
-            backend: (*entry).backend,
+        EntryCopy {
             backend_id: (*entry).backend_id,
+            backend_generation: (*entry).backend.generation,
             vip_index: (*entry).vip_index,
             vip_generation: (*entry).vip_generation,
-            _pad: 0,
-            last_seen_ns: 0,
+            key_tag: (*entry).key_tag,
         }
     }
 }
 
-/// `value`'s backend, if the VIP that placed it is in the same generation
-/// and the backend still holds its id.
+/// The backend of `value`, an entry copied for `key`: if the copy is whole
+/// and `key`'s (its tag), the VIP that placed it is in the same generation
+/// and the backend still holds its id. The address is the one the backend
+/// table holds now, never the entry's.
 #[inline(always)]
-fn honoured(value: &FlowValue) -> Option<(Selection, u32)> {
+fn honoured(key: &FlowKey, value: &EntryCopy) -> Option<(Selection, u32)> {
+    let tag = flow_tag(
+        key,
+        value.backend_id,
+        value.backend_generation,
+        value.vip_index,
+        value.vip_generation,
+    );
+    if tag != value.key_tag {
+        return None;
+    }
     let generation = VIP_GENERATIONS.get(value.vip_index).copied();
     if generation != Some(value.vip_generation) || value.vip_generation == 0 {
         return None;
     }
     let current = BACKENDS.get(value.backend_id)?;
-    if current.generation != value.backend.generation {
+    if current.generation != value.backend_generation {
         return None;
     }
     let chosen = Selection {
-        backend: value.backend,
+        backend: *current,
         backend_id: value.backend_id,
         via: GlobalCounter::TxFlowHit,
     };
