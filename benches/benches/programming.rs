@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{client_frame, env};
+use common::{bench_node, client_frame, env};
 use lb_abi::{
     FAMILY_V4, PROTO_TCP,
     flow::FlowKey,
@@ -30,7 +30,7 @@ use lb_abi::{
     wire_addr, wire_port,
 };
 use lb_dataplane::{
-    BackendConfig, Batch, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, VipConfig,
+    BackendConfig, Batch, Dataplane, LoadOptions, ProgramKind, Protocol, VipConfig,
     programmer::backend_identity,
 };
 
@@ -54,13 +54,7 @@ fn main() {
     let started = Instant::now();
     let mut dp = Dataplane::load(&options).expect("load the dataplane (run as root)");
     let load_time = started.elapsed();
-    dp.programmer()
-        .set_node(&NodeConfig {
-            gateway_mac: [2, 0, 0, 0, 0, 3],
-            interface_mac: [2, 0, 0, 0, 0, 2],
-            ..NodeConfig::default()
-        })
-        .unwrap();
+    dp.programmer().set_node(&bench_node()).unwrap();
     let mut configs: Vec<VipConfig> = (0..vips).map(|v| vip_config(v, per_vip)).collect();
 
     let started = Instant::now();

@@ -75,15 +75,18 @@ pub fn loaded_object(object: &[u8], flood_threshold: u32, per_cpu_caches: bool) 
     configured(Dataplane::load_object(object, &options).expect("load the object (run as root)"))
 }
 
+/// The node settings every bench dataplane runs with.
+pub fn bench_node() -> NodeConfig {
+    NodeConfig {
+        gateway_mac: [2, 0, 0, 0, 0, 3],
+        interface_mac: [2, 0, 0, 0, 0, 2],
+        ..NodeConfig::default()
+    }
+}
+
 /// `dp` with the bench's node and VIPs.
 fn configured(mut dp: Dataplane) -> Dataplane {
-    dp.programmer()
-        .set_node(&NodeConfig {
-            gateway_mac: [2, 0, 0, 0, 0, 3],
-            interface_mac: [2, 0, 0, 0, 0, 2],
-            ..NodeConfig::default()
-        })
-        .unwrap();
+    dp.programmer().set_node(&bench_node()).unwrap();
     let backends = |prefix: &str| {
         (1..=10)
             .map(|i| BackendConfig {

@@ -184,23 +184,7 @@ pub fn backend_identity(address: IpAddr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackendConfig, Protocol};
-
-    fn vip(address: &str, backends: &[(&str, u32)]) -> VipConfig {
-        VipConfig {
-            address: address.parse().unwrap(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            flags: 0,
-            backends: backends
-                .iter()
-                .map(|(a, weight)| BackendConfig {
-                    address: a.parse().unwrap(),
-                    weight: *weight,
-                })
-                .collect(),
-        }
-    }
+    use crate::config::{Protocol, test_vip as vip};
 
     /// The ring a VIP gets is what every node computes from its config;
     /// this pins the backend encoding and the Maglev build together.

@@ -246,24 +246,31 @@ impl NodeConfig {
     }
 }
 
+/// A TCP port-80 VIP with backends at their weights, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_vip(address: &str, backends: &[(&str, u32)]) -> VipConfig {
+    VipConfig {
+        address: address.parse().unwrap(),
+        port: 80,
+        protocol: Protocol::Tcp,
+        flags: 0,
+        backends: backends
+            .iter()
+            .map(|(b, weight)| BackendConfig {
+                address: b.parse().unwrap(),
+                weight: *weight,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn vip(address: &str, backends: &[&str]) -> VipConfig {
-        VipConfig {
-            address: address.parse().unwrap(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            flags: 0,
-            backends: backends
-                .iter()
-                .map(|b| BackendConfig {
-                    address: b.parse().unwrap(),
-                    weight: 1,
-                })
-                .collect(),
-        }
+        let weighted: Vec<(&str, u32)> = backends.iter().map(|b| (*b, 1)).collect();
+        test_vip(address, &weighted)
     }
 
     #[test]

@@ -52,7 +52,7 @@ use aya::{
 use lb_abi::{
     backend::BACKENDS,
     clock::TICK_NS,
-    control::CONTROL,
+    control::{CONTROL, CONTROL_ACTIVE},
     filter::{VIP_ADDRS, VIP_FILTER},
     flood::FLOOD_THRESHOLD,
     flow::{FLOWS, UDP_FLOW_TIMEOUT_NS},
@@ -164,6 +164,7 @@ impl Dataplane {
             vip_cache_epoch: mapped::<u64>(&mut ebpf, VIP_CACHE_EPOCH, 1)?,
             rings: mapped::<RingPair>(&mut ebpf, RINGS, options.ring_pairs())?,
             control: typed(&mut ebpf, CONTROL)?,
+            control_active: mapped::<u64>(&mut ebpf, CONTROL_ACTIVE, 1)?,
             filter: typed(&mut ebpf, VIP_FILTER)?,
             vip_addrs: typed(&mut ebpf, VIP_ADDRS)?,
             vip_stats: typed(&mut ebpf, VIP_STATS)?,

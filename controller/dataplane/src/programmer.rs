@@ -22,7 +22,11 @@
 //!
 //! If anything fails before step 3, the VIP's old state stays in force.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering},
+};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use lb_abi::{
@@ -60,6 +64,7 @@ pub(crate) struct Maps {
     pub(crate) vip_cache_epoch: MappedArray,
     pub(crate) rings: MappedArray,
     pub(crate) control: Array<MapData, lb_abi::control::Control>,
+    pub(crate) control_active: MappedArray,
     pub(crate) filter: Array<MapData, u64>,
     pub(crate) vip_addrs: BpfHashMap<MapData, AddrKey, u32>,
     pub(crate) vip_stats: PerCpuArray<MapData, TrafficCounters>,
@@ -201,12 +206,29 @@ impl Programmer {
         })
     }
 
+    /// Writes the settings into the control entry not in force, then
+    /// makes it the one in force with one store (`lb_abi::control`).
     fn write_node(&mut self, node: &NodeConfig) -> Result<(), DataplaneError> {
         let control = node.to_control()?;
+        if self.node_set && self.state.control == control {
+            return Ok(());
+        }
+        if self.retired.control {
+            self.wait_for_readers()?;
+        }
+        let active = self.maps.control_active.atomic_u64(0);
+        let next = (active.load(Ordering::SeqCst) & 1) ^ 1;
         self.maps
             .control
-            .set(0, &control, 0)
+            .set(next as u32, &control, 0)
             .map_err(map_err(CONTROL, "set"))?;
+        self.maps
+            .control_active
+            .atomic_u64(0)
+            .store(next, Ordering::SeqCst);
+        // Packets that read the selector before the store may still use
+        // the entry left behind.
+        self.retired.control = self.node_set;
         self.state.control = control;
         self.node_set = true;
         Ok(())
@@ -370,6 +392,7 @@ impl Programmer {
     pub fn wait_for_readers(&mut self) -> Result<(), DataplaneError> {
         self.barrier.wait()?;
         let retired = std::mem::take(&mut self.retired);
+        // The control entry left behind may be written again now.
         for slot in retired.ring_slots {
             self.ring_slots.release(slot);
         }
@@ -382,7 +405,8 @@ impl Programmer {
     /// Whether anything retired waits for a reader barrier.
     fn has_retired(&self) -> bool {
         let r = &self.retired;
-        !(r.ring_slots.is_empty() && r.backend_ids.is_empty() && r.vip_indices.is_empty())
+        r.control
+            || !(r.ring_slots.is_empty() && r.backend_ids.is_empty() && r.vip_indices.is_empty())
     }
 
     /// After every write to VIPS, before anything it named is freed: from
@@ -712,6 +736,8 @@ impl Programmer {
 /// What waits for the next reader barrier before it can be reused.
 #[derive(Debug, Default)]
 struct Retired {
+    /// The control entry not in force may still be read.
+    control: bool,
     ring_slots: Vec<u32>,
     backend_ids: Vec<u32>,
     vip_indices: Vec<u32>,

@@ -1,10 +1,20 @@
 //! Node-wide settings of the balancer.
 //!
-//! Map [`CONTROL`]: array with one [`Control`] at index 0. Written by
-//! userspace, read by the balancer on every VIP packet.
+//! Map [`CONTROL`]: array of two [`Control`]s; map [`CONTROL_ACTIVE`]: a
+//! `MMAPABLE` array of one `u64` whose low bit says which is in force.
+//! Written by userspace, read by the balancer on every VIP packet.
+//!
+//! Node settings change atomically for packets: userspace writes the
+//! whole new value into the entry not in force, then flips the selector
+//! with one aligned store, so a packet reads the old settings or the new
+//! ones, never a mix. The entry left behind is written again only after a
+//! reader barrier, when no packet can still be reading it.
 
 /// Name of the control map in the eBPF object.
 pub const CONTROL: &str = "CONTROL";
+
+/// Name of the selector of the control entry in force.
+pub const CONTROL_ACTIVE: &str = "CONTROL_ACTIVE";
 
 /// Settings for building the outer frame.
 ///

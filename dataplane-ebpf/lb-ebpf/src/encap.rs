@@ -24,7 +24,7 @@ use lb_abi::{
 use lb_ebpf::packet::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, store};
 
 use crate::{
-    maps::{CONTROL, bench_restore},
+    maps::{CONTROL, CONTROL_ACTIVE, bench_restore},
     parse::{ETH_LEN, Headers, IPV4_LEN, IPV6_LEN, bytes_at, load},
     verdict::Verdict,
 };
@@ -45,8 +45,15 @@ fn outer_len(backend: &Backend) -> usize {
 /// MTU once encapsulated towards `backend`.
 #[inline(always)]
 pub fn room(backend: &Backend) -> Result<(&'static Control, u32), Verdict> {
+    let active = CONTROL_ACTIVE
+        .get_ptr(0)
+        .ok_or(Verdict::drop(GlobalCounter::DropNoHeadroom))?;
+    // SAFETY: an aligned u64 that userspace replaces with one store; the
+    // entry it names is not rewritten while a program may read it
+    // (`lb_abi::control`).
+    let active = unsafe { core::ptr::read_volatile(active) };
     let control = CONTROL
-        .get(0)
+        .get((active & 1) as u32)
         .ok_or(Verdict::drop(GlobalCounter::DropNoHeadroom))?;
     Ok((
         control,

@@ -61,7 +61,10 @@ pub static RINGS: Array<RingPair, { placeholder::RING_PAIRS }, { MMAPABLE as usi
     Array::new();
 
 #[btf_map]
-pub static CONTROL: Array<Control, 1> = Array::new();
+pub static CONTROL: Array<Control, 2> = Array::new();
+
+#[btf_map]
+pub static CONTROL_ACTIVE: Array<u64, 1, { MMAPABLE as usize }> = Array::new();
 
 #[btf_map]
 pub static VIP_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
