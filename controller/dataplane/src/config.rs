@@ -212,6 +212,23 @@ impl NodeConfig {
         if self.mtu < 128 {
             return Err(ConfigError::new("mtu", "must be at least 128"));
         }
+        for (field, mac) in [
+            ("gateway_mac", self.gateway_mac),
+            ("interface_mac", self.interface_mac),
+        ] {
+            if mac[0] & 1 != 0 {
+                return Err(ConfigError::new(
+                    field,
+                    "is a multicast or broadcast MAC; frames must go to one station",
+                ));
+            }
+        }
+        if let Some(why) = martian_v4(self.outer_source_v4, self.outer_source_v4_prefix) {
+            return Err(ConfigError::new("outer_source_v4", why));
+        }
+        if let Some(why) = martian_v6(self.outer_source_v6) {
+            return Err(ConfigError::new("outer_source_v6", why));
+        }
         if self.outer_source_v4_prefix > 32 {
             return Err(ConfigError::new("outer_source_v4_prefix", "must be 0..=32"));
         }
@@ -264,9 +281,79 @@ pub(crate) fn test_vip(address: &str, backends: &[(&str, u32)]) -> VipConfig {
     }
 }
 
+/// Why an outer IPv4 source prefix would put martian sources on the wire
+/// (routers drop them, and backends must not trust them), if it would:
+/// every address the host bits can make must be routable unicast.
+fn martian_v4(prefix: Ipv4Addr, length: u8) -> Option<String> {
+    if length < 8 {
+        return Some(format!(
+            "a /{length} prefix lets sources stray across /8s; use /8 or longer"
+        ));
+    }
+    let first = prefix.octets()[0];
+    let why = match first {
+        0 => "is in 0.0.0.0/8 (this network)",
+        127 => "is in 127.0.0.0/8 (loopback)",
+        224..=239 => "is in 224.0.0.0/4 (multicast)",
+        240..=255 => "is in 240.0.0.0/4 (reserved, broadcast)",
+        169 if prefix.octets()[1] == 254 => "is in 169.254.0.0/16 (link-local)",
+        _ => return None,
+    };
+    Some(format!("{prefix}/{length} {why}"))
+}
+
+/// The same for the outer IPv6 source prefix (only its last 32 bits vary).
+fn martian_v6(prefix: Ipv6Addr) -> Option<String> {
+    let s = prefix.segments();
+    let why = if prefix.is_unspecified() || prefix.is_loopback() {
+        "is the unspecified or loopback range"
+    } else if s[0] & 0xff00 == 0xff00 {
+        "is in ff00::/8 (multicast)"
+    } else if s[0] & 0xffc0 == 0xfe80 {
+        "is in fe80::/10 (link-local)"
+    } else if s[..5] == [0; 5] && s[5] == 0xffff {
+        "is in ::ffff:0:0/96 (IPv4-mapped)"
+    } else {
+        return None;
+    };
+    Some(format!("{prefix} {why}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn martian_outer_sources_and_group_macs_are_refused() {
+        let field = |n: NodeConfig| n.to_control().unwrap_err().field;
+        for (v4, len) in [
+            ("127.0.0.0", 16),
+            ("0.0.0.0", 8),
+            ("224.1.0.0", 16),
+            ("10.0.0.0", 4),
+            ("169.254.0.0", 16),
+        ] {
+            let n = NodeConfig {
+                outer_source_v4: v4.parse().unwrap(),
+                outer_source_v4_prefix: len,
+                ..NodeConfig::default()
+            };
+            assert_eq!(field(n), "outer_source_v4", "{v4}/{len}");
+        }
+        for v6 in ["::", "::1", "ff02::", "fe80::", "::ffff:0:0"] {
+            let n = NodeConfig {
+                outer_source_v6: v6.parse().unwrap(),
+                ..NodeConfig::default()
+            };
+            assert_eq!(field(n), "outer_source_v6", "{v6}");
+        }
+        let n = NodeConfig {
+            gateway_mac: [0xff; 6],
+            ..NodeConfig::default()
+        };
+        assert_eq!(field(n), "gateway_mac");
+        assert!(NodeConfig::default().to_control().is_ok());
+    }
 
     fn vip(address: &str, backends: &[&str]) -> VipConfig {
         let weighted: Vec<(&str, u32)> = backends.iter().map(|b| (*b, 1)).collect();

@@ -3,9 +3,11 @@
 //! - [`Dataplane::load`] loads the embedded eBPF object with the sizes of
 //!   [`LoadOptions`] and hands out the [`Programmer`], the only writer of the
 //!   maps.
-//! - [`Programmer::upsert_vip`] / [`Programmer::remove_vip`] change a VIP so
-//!   that every packet sees its whole old state or its whole new state (see
-//!   [`programmer`] for how).
+//! - [`Programmer::apply`] takes a [`Batch`] of node settings, VIP upserts
+//!   and removals, refused whole if any of it is invalid, and changes each
+//!   VIP so that every packet sees its whole old state or its whole new
+//!   state (see [`programmer`] for how); [`Programmer::upsert_vip`] and
+//!   [`Programmer::remove_vip`] are batches of one.
 //! - [`Programmer::state`] mirrors what the maps hold for `lb_model`, which
 //!   answers "which backend gets this flow" without the kernel.
 //! - [`Programmer::stats`] sums the per-CPU counters.
