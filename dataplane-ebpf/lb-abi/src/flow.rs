@@ -102,6 +102,20 @@ pub const fn flow_tag(
 /// Name of the global that holds the UDP flow timeout, ns.
 pub const UDP_FLOW_TIMEOUT_NS: &str = "UDP_FLOW_TIMEOUT_NS";
 
+/// A key with every field distinct, for unit tests.
+#[cfg(test)]
+pub(crate) fn sample_key() -> FlowKey {
+    FlowKey {
+        src: [1, 2, 3, 4],
+        dst: [5, 6, 7, 8],
+        src_port: 9,
+        dst_port: 10,
+        proto: 6,
+        family: 6,
+        _pad: [0; 2],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use core::mem::{offset_of, size_of};
@@ -123,15 +137,7 @@ mod tests {
 
     #[test]
     fn the_tag_depends_on_the_key_and_every_decision_field() {
-        let key = FlowKey {
-            src: [1, 2, 3, 4],
-            dst: [5, 6, 7, 8],
-            src_port: 9,
-            dst_port: 10,
-            proto: 6,
-            family: 6,
-            _pad: [0; 2],
-        };
+        let key = sample_key();
         let tag = flow_tag(&key, 1, 2, 3, 4);
         assert_eq!(tag, flow_tag(&key, 1, 2, 3, 4));
         for other in [
