@@ -160,6 +160,7 @@ fn vip_config(v: u32, per_vip: u32) -> VipConfig {
         protocol: Protocol::Tcp,
         flags: 0,
         backends: (0..per_vip).map(|b| backend(v, b)).collect(),
+        revision: 0,
     }
 }
 

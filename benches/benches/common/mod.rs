@@ -107,6 +107,7 @@ fn configured(mut dp: Dataplane) -> Dataplane {
                 protocol,
                 flags: 0,
                 backends: backends(prefix),
+                revision: 0,
             })
             .unwrap();
     }

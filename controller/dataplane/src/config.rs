@@ -97,6 +97,10 @@ pub struct VipConfig {
     /// `lb_abi::vip::flags` bits.
     pub flags: u32,
     pub backends: Vec<BackendConfig>,
+    /// The store revision this config came from (its `mod_revision`), 0
+    /// when it came from no store. Kept in the maps beside the VIP, so a
+    /// restarted controller knows which config the maps hold.
+    pub revision: u64,
 }
 
 impl VipConfig {
@@ -278,6 +282,7 @@ pub(crate) fn test_vip(address: &str, backends: &[(&str, u32)]) -> VipConfig {
                 weight: *weight,
             })
             .collect(),
+        revision: 0,
     }
 }
 

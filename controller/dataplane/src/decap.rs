@@ -79,6 +79,8 @@ impl Decap {
             .ok_or(DataplaneError::Full {
                 what: "tunnel address",
                 limit: MAX_TUNNEL_ADDRS,
+                needed: 1,
+                free: 0,
             })?;
         self.addresses
             .set(slot as u32, &AddrKey::new(address), 0)

@@ -56,9 +56,34 @@ pub enum DataplaneError {
     /// The kernel's tick length could not be read.
     #[error("reading the kernel's tick length")]
     Clock(#[source] std::io::Error),
-    /// A table sized at load time is full.
-    #[error("{what} table is full ({limit} entries)")]
-    Full { what: &'static str, limit: u32 },
+    /// A table sized at load time has too few free entries for a batch;
+    /// nothing was changed.
+    #[error(
+        "{what} table is full: the batch needs {needed} new entries, {free} of {limit} are free"
+    )]
+    Full {
+        what: &'static str,
+        limit: u32,
+        needed: u32,
+        free: u32,
+    },
+    /// A write failed part-way through a batch and taking back the writes
+    /// before it failed too: the maps disagree with the bookkeeping until
+    /// the state is read back.
+    #[error("{error}; undoing the batch failed as well: {}", .undo.join("; "))]
+    UndoFailed {
+        error: Box<DataplaneError>,
+        undo: Vec<String>,
+    },
+    /// A failure injected by a test (`Programmer::fail_write`).
+    #[error("injected failure")]
+    Injected,
+    /// The maps hold state this programmer cannot adopt.
+    #[error("reading the state back from the maps: {0}")]
+    ReadBack(String),
+    /// The number of possible CPUs could not be read.
+    #[error("counting possible CPUs")]
+    Cpus(#[source] std::io::Error),
     /// The VIP is not programmed.
     #[error("no such VIP")]
     NoSuchVip,

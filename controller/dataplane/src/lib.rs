@@ -9,7 +9,8 @@
 //!   state (see [`programmer`] for how); [`Programmer::upsert_vip`] and
 //!   [`Programmer::remove_vip`] are batches of one.
 //! - [`Programmer::state`] mirrors what the maps hold for `lb_model`, which
-//!   answers "which backend gets this flow" without the kernel.
+//!   answers "which backend gets this flow" without the kernel;
+//!   [`Programmer::read_back`] rebuilds a programmer from the maps alone.
 //! - [`Programmer::stats`] sums the per-CPU counters.
 //! - [`Dataplane::attach`] puts a program on an interface; [`Runner`] runs
 //!   one on a frame with `BPF_PROG_TEST_RUN`.
@@ -26,6 +27,7 @@
 //!     protocol: Protocol::Tcp,
 //!     flags: 0,
 //!     backends: vec![BackendConfig { address: "10.1.0.1".parse().unwrap(), weight: 1 }],
+//!     revision: 0,
 //! })?;
 //! dp.attach(lb_dataplane::ProgramKind::Balancer, "eth0", aya::programs::XdpMode::Driver)?;
 //! # Ok::<(), lb_dataplane::DataplaneError>(())
@@ -33,16 +35,21 @@
 
 mod barrier;
 mod batch;
+mod book;
 mod clock;
 pub mod config;
 mod decap;
 mod error;
 mod ids;
+mod maps;
 mod mmap;
 mod options;
+mod plan;
 pub mod programmer;
+mod read_back;
 mod runner;
 mod stats;
+mod write;
 
 use std::ffi::CString;
 
@@ -54,20 +61,17 @@ use aya::{
 use lb_abi::{
     backend::BACKENDS,
     clock::TICK_NS,
-    control::{CONTROL, CONTROL_ACTIVE},
-    filter::{VIP_ADDRS, VIP_FILTER},
+    filter::VIP_ADDRS,
     flood::FLOOD_THRESHOLD,
     flow::{FLOWS, UDP_FLOW_TIMEOUT_NS},
-    flow_cache::{
-        CACHES_ENABLED, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH,
-        FLOW_CACHE_SLOTS,
-    },
-    ring::{RING_SIZE, RINGS, RingPair},
-    stats::{BACKEND_STATS, GLOBAL_STATS, VIP_STATS},
-    vip::{VIP_GENERATIONS, VIPS},
-    vip_cache::VIP_CACHE_EPOCH,
+    flow_cache::{CACHES_ENABLED, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_SLOTS},
+    ring::{RING_SIZE, RINGS},
+    stats::{BACKEND_STATS, VIP_STATS},
+    vip::{VIP_GENERATIONS, VIP_STATE, VIPS},
+    writer::MEMBERS,
 };
 
+use crate::maps::Maps;
 pub use crate::{
     batch::{Batch, Rejection, describe},
     config::{AttachMode, BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
@@ -78,7 +82,6 @@ pub use crate::{
     runner::{RunResult, Runner},
     stats::Stats,
 };
-use crate::{mmap::MappedArray, programmer::Maps};
 
 /// The compiled balancer object, built by `build.rs`.
 static BALANCER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
@@ -137,6 +140,8 @@ impl Dataplane {
             .override_global(UDP_FLOW_TIMEOUT_NS, &udp_timeout_ns, true)
             .override_global(TICK_NS, &tick_ns, true)
             .map_max_entries(VIPS, options.max_vips)
+            .map_max_entries(VIP_STATE, options.max_vips)
+            .map_max_entries(MEMBERS, options.max_backends)
             .map_max_entries(VIP_STATS, options.max_vips)
             .map_max_entries(VIP_GENERATIONS, options.max_vips)
             .map_max_entries(VIP_ADDRS, options.max_vips)
@@ -156,24 +161,13 @@ impl Dataplane {
                 source,
             })?;
         }
-        let maps = Maps {
-            vips: typed(&mut ebpf, VIPS)?,
-            vip_generations: typed(&mut ebpf, VIP_GENERATIONS)?,
-            backends: typed(&mut ebpf, BACKENDS)?,
-            flows: typed(&mut ebpf, FLOWS)?,
-            flow_cache_epochs: mapped::<u64>(&mut ebpf, FLOW_CACHE_EPOCHS, cache_slots)?,
-            flow_cache_generation_epoch: mapped::<u64>(&mut ebpf, FLOW_CACHE_GENERATION_EPOCH, 1)?,
-            vip_cache_epoch: mapped::<u64>(&mut ebpf, VIP_CACHE_EPOCH, 1)?,
-            rings: mapped::<RingPair>(&mut ebpf, RINGS, options.ring_pairs())?,
-            control: typed(&mut ebpf, CONTROL)?,
-            control_active: mapped::<u64>(&mut ebpf, CONTROL_ACTIVE, 1)?,
-            filter: typed(&mut ebpf, VIP_FILTER)?,
-            vip_addrs: typed(&mut ebpf, VIP_ADDRS)?,
-            vip_stats: typed(&mut ebpf, VIP_STATS)?,
-            backend_stats: typed(&mut ebpf, BACKEND_STATS)?,
-            global_stats: typed(&mut ebpf, GLOBAL_STATS)?,
-        };
-        let programmer = Programmer::new(maps, options)?;
+        let maps = Maps::open(|name| {
+            ebpf.take_map(name).ok_or(DataplaneError::MissingMap {
+                map: name,
+                source: None,
+            })
+        })?;
+        let programmer = Programmer::fresh(maps, options)?;
         Ok(Self { ebpf, programmer })
     }
 
@@ -275,25 +269,6 @@ pub(crate) fn xdp_mut<'a>(
         .ok_or(ProgramError::NotLoaded)
         .and_then(TryInto::try_into)
         .map_err(not_found(name))
-}
-
-/// A `MMAPABLE` array of `entries` values of `V`, mapped.
-fn mapped<V>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    entries: u32,
-) -> Result<MappedArray, DataplaneError> {
-    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap {
-        map: name,
-        source: None,
-    })?;
-    let Map::Array(data) = map else {
-        return Err(DataplaneError::MissingMap {
-            map: name,
-            source: None,
-        });
-    };
-    MappedArray::new(&data, name, entries, std::mem::size_of::<V>()).map(|m| m.owning(data))
 }
 
 pub(crate) fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>

@@ -24,7 +24,7 @@ pub(crate) struct MappedArray {
     /// Map name, for errors.
     name: &'static str,
     /// The map itself, kept open as long as the mapping is used.
-    _map: Option<MapData>,
+    map: Option<MapData>,
 }
 
 // SAFETY: the mapping is plain shared memory owned by this value; every
@@ -68,14 +68,19 @@ impl MappedArray {
             elem_size,
             entries,
             name,
-            _map: None,
+            map: None,
         })
     }
 
     /// This mapping, holding `map` open for as long as it lives.
     pub(crate) fn owning(mut self, map: MapData) -> Self {
-        self._map = Some(map);
+        self.map = Some(map);
         self
+    }
+
+    /// The map mapped; only for a mapping made [`Self::owning`] it.
+    pub(crate) fn map(&self) -> &MapData {
+        self.map.as_ref().expect("a mapping that owns its map")
     }
 
     /// Entries of the array.
@@ -105,6 +110,28 @@ impl MappedArray {
     /// Adds one to the `u64` element `index` (an epoch).
     pub(crate) fn bump(&self, index: u32) {
         self.atomic_u64(index).fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Writes `value` at byte `offset` of element `index`. The caller keeps
+    /// to bytes no program reads meanwhile, or that it reads only after a
+    /// store that orders this write before it.
+    pub(crate) fn write_field<T: aya::Pod>(&mut self, index: u32, offset: usize, value: &T) {
+        assert!(offset + std::mem::size_of::<T>() <= self.elem_size);
+        // SAFETY: in bounds of element `index` (checked here and in `at`);
+        // unaligned-safe.
+        unsafe {
+            self.at(index)
+                .add(offset)
+                .cast::<T>()
+                .write_unaligned(*value)
+        };
+    }
+
+    /// The `T` at byte `offset` of element `index`.
+    pub(crate) fn read_field<T: aya::Pod>(&self, index: u32, offset: usize) -> T {
+        assert!(offset + std::mem::size_of::<T>() <= self.elem_size);
+        // SAFETY: as in `write_field`; every bit pattern is a `Pod`.
+        unsafe { self.at(index).add(offset).cast::<T>().read_unaligned() }
     }
 
     /// Writes `words` as `u32`s starting at the element `first`, packed:

@@ -28,7 +28,7 @@ fn a_batch_with_one_bad_vip_is_refused_whole_and_names_it() {
     assert_eq!(rejections.len(), 1, "{rejections:?}");
     assert_eq!(rejections[0].subject, "VIP 10.0.0.3:53/udp");
     assert_eq!(rejections[0].error.field, "backends[0].weight");
-    assert_eq!(dp.programmer().state(), &before, "nothing was written");
+    assert_eq!(dp.programmer().state(), before, "nothing was written");
 }
 
 #[test]

@@ -2,9 +2,12 @@
 //! frames (valid, malformed, truncated): action and output bytes must be
 //! equal for every frame, and so must the counters.
 //!
-//! Each case is one config with a run of frames; `CASES` × `FRAMES_PER_CASE`
-//! frames per run (10,240 by default; `PROPTEST_CASES` overrides the number
-//! of configs).
+//! Each case is one config with a run of frames, changed by batches in
+//! between (VIPs replaced and removed, ids recycled after a reader
+//! barrier); after each batch the model takes the state read back from the
+//! maps (`Programmer::read_back`), not the programmer's own bookkeeping.
+//! `CASES` × `FRAMES_PER_CASE` frames per run (10,240 by default;
+//! `PROPTEST_CASES` overrides the number of configs).
 
 mod common;
 
@@ -12,8 +15,13 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use common::*;
 use etherparse::PacketBuilder;
-use lb_abi::{stats::GlobalCounter, vip::flags};
-use lb_dataplane::{BackendConfig, Dataplane, LoadOptions, ProgramKind, Protocol, VipConfig};
+use lb_abi::{
+    stats::GlobalCounter,
+    vip::{VipKey, flags},
+};
+use lb_dataplane::{
+    BackendConfig, Batch, Dataplane, LoadOptions, ProgramKind, Protocol, VipConfig,
+};
 use lb_model::Model;
 use proptest::prelude::*;
 
@@ -86,7 +94,54 @@ fn to_config(spec: &VipSpec) -> VipConfig {
         },
         flags: spec.flags,
         backends,
+        revision: 0,
     }
+}
+
+/// A batch between two frames: VIPs upserted, VIPs removed (by position
+/// among those programmed), and whether readers are waited out after it
+/// (which recycles what it retired).
+#[derive(Clone, Debug)]
+struct Change {
+    before_frame: usize,
+    upserts: Vec<VipSpec>,
+    removals: Vec<usize>,
+    barrier: bool,
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    (
+        0..FRAMES_PER_CASE,
+        prop::collection::vec(vip_spec(), 0..3),
+        prop::collection::vec(0..8usize, 0..2),
+        any::<bool>(),
+    )
+        .prop_map(|(before_frame, upserts, removals, barrier)| Change {
+            before_frame,
+            upserts,
+            removals,
+            barrier,
+        })
+}
+
+/// `change` as a batch valid against the programmed VIPs: one entry per
+/// key, removals only of programmed VIPs not also upserted.
+fn to_batch(change: &Change, programmed: &[VipKey]) -> Batch {
+    let mut batch = Batch::default();
+    for spec in &change.upserts {
+        let config = to_config(spec);
+        batch.upserts.retain(|c| c.key() != config.key());
+        batch.upserts.push(config);
+    }
+    for &i in &change.removals {
+        let Some(key) = programmed.get(i % programmed.len().max(1)) else {
+            continue;
+        };
+        if !batch.removals.contains(key) && batch.upserts.iter().all(|c| c.key() != *key) {
+            batch.removals.push(*key);
+        }
+    }
+    batch
 }
 
 #[derive(Clone, Debug)]
@@ -294,6 +349,7 @@ fn mutate(mut f: Vec<u8>, spec: &FrameSpec) -> Vec<u8> {
 
 fn run_case(
     vips: &[VipSpec],
+    changes: &[Change],
     frames: &[FrameSpec],
     mtu: u16,
     flow_cache: bool,
@@ -301,6 +357,8 @@ fn run_case(
     let mut dp = Dataplane::load(&LoadOptions {
         ring_size: RING_SIZE,
         per_cpu_caches: flow_cache,
+        // Few enough ids that batches recycle them.
+        max_backends: 48,
         ..small_options(RING_SIZE)
     })
     .expect("load dataplane (run as root)");
@@ -311,11 +369,25 @@ fn run_case(
         // Later specs for the same VIP replace earlier ones, as in real use.
         dp.programmer().upsert_vip(&to_config(spec)).unwrap();
     }
-    let mut model = Model::new(dp.programmer().state().clone());
+    let mut model = Model::new(dp.programmer().read_back().unwrap().state());
     let mut counts: BTreeMap<GlobalCounter, u64> = BTreeMap::new();
     let mut cache_lookups = 0u64;
-    let runner = dp.runner(ProgramKind::Balancer).unwrap();
-    for spec in frames {
+    let (runner, programmer) = dp.split(ProgramKind::Balancer).unwrap();
+    for (i, spec) in frames.iter().enumerate() {
+        for change in changes.iter().filter(|c| c.before_frame == i) {
+            let mut programmed: Vec<VipKey> = programmer.vips().map(VipConfig::key).collect();
+            programmed.sort_by_key(|k| (k.family, k.addr, k.port, k.proto));
+            match programmer.apply(&to_batch(change, &programmed)) {
+                // Too many ids for the small table: refused whole, nothing
+                // changed, which the read-back below confirms.
+                Ok(()) | Err(lb_dataplane::DataplaneError::Full { .. }) => {}
+                Err(e) => panic!("batch: {e}"),
+            }
+            if change.barrier {
+                programmer.wait_for_readers().unwrap();
+            }
+            model.state = programmer.read_back().unwrap().state();
+        }
         let frame = build_frame(spec);
         if frame.len() < 14 {
             continue;
@@ -341,7 +413,7 @@ fn run_case(
             *counts.entry(GlobalCounter::FlowMiss).or_default() += 1;
         }
     }
-    let stats = dp.programmer().stats().unwrap();
+    let stats = programmer.stats().unwrap();
     // The model has no cache: it cannot say which lookups the cache
     // answered, only that none can miss it when it is off and that misses
     // are at most the packets that may ask it.
@@ -377,12 +449,13 @@ proptest! {
     #[test]
     fn kernel_matches_model(
         vips in prop::collection::vec(vip_spec(), 1..5),
+        changes in prop::collection::vec(change(), 0..4),
         frames in prop::collection::vec(frame_spec(), FRAMES_PER_CASE),
         // Small MTUs put many frames over the limit once encapsulated.
         mtu in prop_oneof![Just(1500u16), 128..200u16],
         // With and without the flow cache: the answers must not differ.
         flow_cache in any::<bool>(),
     ) {
-        run_case(&vips, &frames, mtu, flow_cache)?;
+        run_case(&vips, &changes, &frames, mtu, flow_cache)?;
     }
 }

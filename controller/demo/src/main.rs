@@ -89,6 +89,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 })
             })
             .collect::<anyhow::Result<_>>()?,
+        revision: 0,
     };
     dp.programmer().upsert_vip(&vip)?;
     println!(

@@ -20,8 +20,9 @@
 //! [`filter`] maps; the balancer only reads them. The balancer writes
 //! [`flow`], [`flood`] and [`stats`]; userspace reads them (and may clear
 //! flows). The per-CPU caches [`flow_cache`] and [`vip_cache`] are the
-//! balancer's, kept honest by epochs that both sides bump. [`decap`] is the
-//! backends' program, with maps of its own.
+//! balancer's, kept honest by epochs that both sides bump. [`writer`] maps
+//! are userspace's alone: what reading the state back needs. [`decap`] is
+//! the backends' program, with maps of its own.
 #![cfg_attr(not(test), no_std)]
 
 pub mod backend;
@@ -38,6 +39,7 @@ pub mod ring;
 pub mod stats;
 pub mod vip;
 pub mod vip_cache;
+pub mod writer;
 
 use core::net::IpAddr;
 
@@ -127,7 +129,7 @@ mod pod {
     // SAFETY: every type below is `#[repr(C)]`, `Copy`, made only of integers
     // and integer arrays, with all padding spelled out as named fields.
     unsafe impl aya::Pod for crate::vip::VipKey {}
-    unsafe impl aya::Pod for crate::vip::VipValue {}
+    unsafe impl aya::Pod for crate::vip::VipState {}
     unsafe impl aya::Pod for crate::backend::Backend {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}
     unsafe impl aya::Pod for crate::flow::FlowValue {}
@@ -135,6 +137,8 @@ mod pod {
     unsafe impl aya::Pod for crate::stats::TrafficCounters {}
     unsafe impl aya::Pod for crate::flood::FloodWindow {}
     unsafe impl aya::Pod for crate::AddrKey {}
+    unsafe impl aya::Pod for crate::writer::WriterState {}
+    unsafe impl aya::Pod for crate::writer::Member {}
 }
 
 #[cfg(test)]

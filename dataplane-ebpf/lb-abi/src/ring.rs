@@ -4,12 +4,13 @@
 //! ring slots of [`pairs_per_ring`]`(M)` elements each: slot `s` holds its
 //! ring's M backend ids packed two to an element, so ring memory is 4 bytes
 //! × M per slot (an element of one `u32` would stride 8 bytes). A VIP names
-//! its ring by slot in its VIP-map value; [`ring_element`] finds entry `i`.
+//! its ring by slot in its [`crate::vip::VipState`] word; [`ring_element`]
+//! finds entry `i`.
 //!
 //! Userspace writes a ring through a memory mapping of the map (no syscall,
 //! no grace period) into a slot no VIP names, and only then points the VIP
-//! at it with one map update, so a packet reads the VIP's whole old ring or
-//! its whole new one. The old slot is written again only after a reader
+//! at it with one store of that word, so a packet reads the VIP's whole old
+//! ring or its whole new one. The old slot is written again only after a reader
 //! barrier (an RCU grace period) has passed since the VIP stopped naming it.
 //! Written by userspace, read by the balancer.
 

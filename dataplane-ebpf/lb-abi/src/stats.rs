@@ -1,6 +1,6 @@
 //! Counters the balancer keeps, all per CPU; userspace sums them.
 //!
-//! - [`VIP_STATS`]: per-CPU array indexed by `VipValue::vip_index` →
+//! - [`VIP_STATS`]: per-CPU array indexed by `LiveVip::vip_index` →
 //!   [`TrafficCounters`] of packets sent to that VIP's backends.
 //! - [`BACKEND_STATS`]: per-CPU array indexed by backend id →
 //!   [`TrafficCounters`] of packets sent to that backend.

@@ -1,10 +1,27 @@
-//! The VIP table: which (address, port, protocol) the balancer owns.
+//! The VIP table: which (address, port, protocol) the balancer owns, and
+//! what each VIP does now.
 //!
-//! Map [`VIPS`]: hash map [`VipKey`] → [`VipValue`], created with
-//! `BPF_F_NO_PREALLOC` so that replacing a value is an RCU swap of the whole
-//! element: a packet reads the old value or the new one, never a mix. That
-//! single replace is how a VIP's flags and ring change atomically.
-//! Written by userspace, read by the balancer.
+//! Maps, both written by userspace and read by the balancer:
+//! - [`VIPS`]: hash map [`VipKey`] → `u32`, the VIP's index. Written once
+//!   when the VIP is added and removed with it; never updated in place.
+//! - [`VIP_STATE`]: `BPF_F_MMAPABLE` array indexed by VIP index →
+//!   [`VipState`]: the VIP's key, and its ring slot and flags packed in one
+//!   aligned `u64` that userspace replaces with one store through the
+//!   mapping. That store is how a VIP's flags and ring change atomically.
+//!
+//! Why two maps: `VIPS` has no preallocation, and the kernel hands a
+//! deleted element to the next insert at once, without waiting for
+//! readers, so a program still holding it may read another VIP's value.
+//! A `u32` index read from it is whole either way; the program then checks
+//! the key in `VIP_STATE` (which lives as long as the map) and reads the
+//! packed word with one load, so a packet uses one VIP's whole old state or
+//! its whole new one by construction. An index is handed to a new VIP only
+//! after a reader barrier has passed since its last VIP was removed.
+//!
+//! Order of writes: a new VIP's key, then its word, then its `VIPS` entry;
+//! a removed VIP's word becomes [`VipState::GONE`] before its `VIPS` entry
+//! goes. The program reads the word before the key, so a key rewritten
+//! for a new VIP is never paired with the old VIP's word.
 
 use core::net::IpAddr;
 
@@ -52,21 +69,62 @@ impl VipKey {
     }
 }
 
-/// Value of the VIP map.
+/// Name of the VIP state array in the eBPF object.
+pub const VIP_STATE: &str = "VIP_STATE";
+
+/// One entry of [`VIP_STATE`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct VipValue {
-    /// Stable index of this VIP in the per-VIP stats map; never changes for
-    /// the life of the VIP.
+pub struct VipState {
+    /// Ring slot (low half) and [`flags`] (high half), or [`Self::GONE`]:
+    /// see [`Self::pack`]. Replaced with one aligned store.
+    pub word: u64,
+    /// The VIP this index belongs to; set before the VIP is reachable and
+    /// left alone until the index is given to another VIP.
+    pub key: VipKey,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// Userspace's only: the config revision the VIP was programmed from,
+    /// so a restarted controller knows what the maps hold.
+    pub revision: u64,
+}
+
+impl VipState {
+    /// The word of an index that names no VIP.
+    pub const GONE: u64 = u64::MAX;
+
+    /// The word of a VIP with its ring in `ring_slot` (or
+    /// [`crate::ring::NO_RING`]) and `flags`.
+    #[inline(always)]
+    pub const fn pack(ring_slot: u32, flags: u32) -> u64 {
+        ring_slot as u64 | (flags as u64) << 32
+    }
+
+    /// The VIP of `word`, as a lookup gives it; `None` for [`Self::GONE`].
+    #[inline(always)]
+    pub const fn unpack(vip_index: u32, word: u64) -> Option<LiveVip> {
+        if word == Self::GONE {
+            return None;
+        }
+        Some(LiveVip {
+            vip_index,
+            ring_slot: word as u32,
+            flags: (word >> 32) as u32,
+        })
+    }
+}
+
+/// A VIP as a lookup finds it: one [`VipState`] word, unpacked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LiveVip {
+    /// The VIP's index in [`VIP_STATE`], the per-VIP stats map and
+    /// [`VIP_GENERATIONS`]; fixed for the life of the VIP.
     pub vip_index: u32,
     /// Index into [`crate::ring::RINGS`] of the VIP's current Maglev ring, or
     /// [`crate::ring::NO_RING`] when the VIP has no backend that takes flows.
     pub ring_slot: u32,
     /// [`flags`] bits.
     pub flags: u32,
-    /// Identifies this VIP's current flow-table epoch; recorded in every
-    /// flow entry the VIP creates (see [`VIP_GENERATIONS`]).
-    pub generation: u32,
 }
 
 /// Name of the VIP generation map: array indexed by `vip_index` → `u32`,
@@ -77,7 +135,7 @@ pub struct VipValue {
 /// whose flow table is switched back on, a fresh generation.
 pub const VIP_GENERATIONS: &str = "VIP_GENERATIONS";
 
-/// Per-VIP behaviour bits of [`VipValue::flags`].
+/// Per-VIP behaviour bits of [`LiveVip::flags`].
 pub mod flags {
     /// Hash on the client's source address only (session affinity): every
     /// connection of a client lands on the same backend.
@@ -101,8 +159,27 @@ mod tests {
         assert_eq!(offset_of!(VipKey, port), 16);
         assert_eq!(offset_of!(VipKey, proto), 18);
         assert_eq!(offset_of!(VipKey, family), 19);
-        assert_eq!(size_of::<VipValue>(), 16);
-        assert_eq!(offset_of!(VipValue, flags), 8);
-        assert_eq!(offset_of!(VipValue, generation), 12);
+        assert_eq!(size_of::<VipState>(), 40);
+        assert_eq!(offset_of!(VipState, key), 8);
+        assert_eq!(offset_of!(VipState, revision), 32);
+    }
+
+    #[test]
+    fn a_word_carries_slot_and_flags_and_gone_is_no_vip() {
+        let live = VipState::unpack(7, VipState::pack(3, flags::ALL)).unwrap();
+        assert_eq!(
+            live,
+            LiveVip {
+                vip_index: 7,
+                ring_slot: 3,
+                flags: flags::ALL
+            }
+        );
+        let no_ring = VipState::pack(crate::ring::NO_RING, 0);
+        assert_eq!(
+            VipState::unpack(0, no_ring).unwrap().ring_slot,
+            crate::ring::NO_RING
+        );
+        assert_eq!(VipState::unpack(0, VipState::GONE), None);
     }
 }

@@ -2,33 +2,34 @@
 //!
 //! A new flow looks its VIP up in [`VIPS`], a hash map: hashing the key and
 //! walking a bucket, twice for a port-0 VIP. The cache answers with one
-//! array load and a key compare. It holds copies of what the lookup
-//! returned (the exact VIP or the address's all-ports VIP) and decides
-//! nothing itself; misses are not cached.
+//! array load and a key compare. It holds the index the lookup returned
+//! (of the exact VIP or of the address's all-ports VIP), never the VIP's
+//! state: that is read from [`VIP_STATE`] every time, so a ring change
+//! needs nothing from the cache. Misses are not cached.
 //!
 //! Maps:
 //! - [`VIP_CACHE`]: per-CPU array of [`VIP_CACHE_SLOTS`] [`VipCacheSlot`]s,
 //!   indexed by [`vip_cache_index`]. Written and read by the balancer only.
 //! - [`VIP_CACHE_EPOCH`]: array of one `u64`, written by userspace only.
-//!   Userspace bumps it after every write to [`VIPS`] and before it waits
-//!   out readers to reuse what the old value named (its ring slot). A copy
-//!   is honoured only under the epoch it was taken under, so once the
-//!   bump is done no program takes an old value from the cache, and the
-//!   wait covers those that did before: the atomic switch of [`VIPS`]
-//!   holds with the cache in front of it.
+//!   Userspace bumps it after every insert into and removal from [`VIPS`]
+//!   (a VIP added on a port of an address whose all-ports VIP answered
+//!   before must win from then on). A copy is honoured only under the
+//!   epoch it was taken under. An index from a copy is checked against
+//!   the key in [`VIP_STATE`] like one fresh from the map.
 //!
 //! Switched with the flow cache, for the same memory-ordering reason:
 //! [`crate::flow_cache::CACHES_ENABLED`].
 //!
 //! [`VIPS`]: crate::vip::VIPS
+//! [`VIP_STATE`]: crate::vip::VIP_STATE
 
-use crate::vip::{VipKey, VipValue};
+use crate::vip::VipKey;
 
 /// Name of the per-CPU cache map in the eBPF object.
 pub const VIP_CACHE: &str = "VIP_CACHE";
 /// Name of the epoch array in the eBPF object.
 pub const VIP_CACHE_EPOCH: &str = "VIP_CACHE_EPOCH";
-/// Slots per CPU. A power of two: 256 × 48 bytes per CPU.
+/// Slots per CPU. A power of two: 256 × 32 bytes per CPU.
 pub const VIP_CACHE_SLOTS: u32 = 256;
 
 /// One cached VIP lookup.
@@ -37,9 +38,8 @@ pub const VIP_CACHE_SLOTS: u32 = 256;
 pub struct VipCacheSlot {
     /// The key looked up (the packet's, even when a port-0 VIP answered).
     pub key: VipKey,
-    /// Reserved, zero.
-    pub _pad: u32,
-    pub value: VipValue,
+    /// The index the lookup gave.
+    pub vip_index: u32,
     /// [`VIP_CACHE_EPOCH`] when the copy was taken. (An empty slot is all
     /// zero; its key's family 0 matches no packet.)
     pub epoch: u64,
@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn layout_is_pinned() {
-        assert_eq!(size_of::<VipCacheSlot>(), 48);
+        assert_eq!(size_of::<VipCacheSlot>(), 32);
         assert!(VIP_CACHE_SLOTS.is_power_of_two());
     }
 

@@ -17,15 +17,19 @@ use lb_abi::{
     limits::placeholder,
     ring::RingPair,
     stats::{GLOBAL_COUNTERS, TrafficCounters},
-    vip::{VipKey, VipValue},
+    vip::{VipKey, VipState},
     vip_cache::{VIP_CACHE_SLOTS, VipCacheSlot},
+    writer::{Member, WriterState},
 };
 
-// No preallocation: a replaced value is freed after an RCU grace period
-// instead of being recycled at once, so a reader never sees a torn value.
+// No preallocation: memory for the VIPs there are, not for the most there
+// may be. What that costs readers: `lb_abi::vip`.
 #[btf_map]
-pub static VIPS: HashMap<VipKey, VipValue, { placeholder::VIPS }, { BPF_F_NO_PREALLOC as usize }> =
+pub static VIPS: HashMap<VipKey, u32, { placeholder::VIPS }, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
+
+#[btf_map]
+pub static VIP_STATE: Array<VipState, { placeholder::VIPS }, { MMAPABLE as usize }> = Array::new();
 
 #[btf_map]
 pub static VIP_CACHE: PerCpuArray<VipCacheSlot, { VIP_CACHE_SLOTS as usize }> = PerCpuArray::new();
@@ -82,6 +86,14 @@ pub static VIP_STATS: PerCpuArray<TrafficCounters, { placeholder::VIPS }> = PerC
 #[btf_map]
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters, { placeholder::BACKENDS }> =
     PerCpuArray::new();
+
+// Userspace's own (`lb_abi::writer`): in the object so that they are made,
+// and later pinned, with the maps they describe.
+#[btf_map]
+pub static WRITER_STATE: Array<WriterState, 1> = Array::new();
+
+#[btf_map]
+pub static MEMBERS: Array<Member, { placeholder::BACKENDS }> = Array::new();
 
 #[btf_map]
 pub static GLOBAL_STATS: PerCpuArray<u64, { GLOBAL_COUNTERS as usize }> = PerCpuArray::new();

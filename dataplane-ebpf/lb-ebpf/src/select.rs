@@ -12,7 +12,7 @@ use lb_abi::{
     hash::{flow_hash, ring_index},
     ring::{NO_RING, ring_element},
     stats::GlobalCounter,
-    vip::{VipValue, flags},
+    vip::{LiveVip, flags},
 };
 
 use crate::{
@@ -36,7 +36,7 @@ pub struct Selection {
 /// The ring's choice for a packet of `vip` that the flow table did not
 /// place; records the flow unless the VIP skips the flow table.
 #[inline(always)]
-pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, Verdict> {
+pub fn from_vip(key: &FlowKey, syn: bool, vip: &LiveVip) -> Result<Selection, Verdict> {
     let use_flows = vip.flags & flags::NO_FLOW_TABLE == 0;
     // `flow_hit` already looked; a SYN never looks, so it is not a miss.
     if use_flows && !syn {
@@ -52,17 +52,21 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &VipValue) -> Result<Selection, V
         // flow it places must not outlive the removal (`lb_abi::backend`).
         let mut backend = chosen.backend;
         backend.generation = recorded_generation(backend.generation);
+        // Read now, not with the VIP's word: one newer than the ring we read
+        // only pins the flow to a backend that ring chose, and if that
+        // backend has left the VIP since, its own generation ends the flow.
+        let vip_generation = VIP_GENERATIONS.get(vip.vip_index).copied().unwrap_or(0);
         let value = FlowValue {
             backend,
             backend_id: chosen.backend_id,
             vip_index: vip.vip_index,
-            vip_generation: vip.generation,
+            vip_generation,
             key_tag: flow_tag(
                 key,
                 chosen.backend_id,
                 backend.generation,
                 vip.vip_index,
-                vip.generation,
+                vip_generation,
             ),
             last_seen_ns: if key.proto == PROTO_UDP {
                 clock::now_ns()
@@ -282,7 +286,7 @@ fn bump_epoch(index: u32) {
 
 /// The VIP's ring's choice for `key`; records nothing.
 #[inline(always)]
-pub fn from_ring(key: &FlowKey, vip: &VipValue) -> Result<Selection, Verdict> {
+pub fn from_ring(key: &FlowKey, vip: &LiveVip) -> Result<Selection, Verdict> {
     if vip.ring_slot == NO_RING {
         return Err(Verdict::drop(GlobalCounter::DropNoBackend));
     }

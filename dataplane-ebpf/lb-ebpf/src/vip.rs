@@ -3,12 +3,12 @@
 use lb_abi::{
     filter::filter_bit,
     stats::GlobalCounter,
-    vip::{VipKey, VipValue},
+    vip::{LiveVip, VipKey, VipState},
     vip_cache::{same_vip, vip_cache_index},
 };
 
 use crate::{
-    maps::{VIP_CACHE, VIP_CACHE_EPOCH, VIP_FILTER, VIPS, caches_enabled},
+    maps::{VIP_CACHE, VIP_CACHE_EPOCH, VIP_FILTER, VIP_STATE, VIPS, caches_enabled},
     parse::{ETH_LEN, Headers, l4_min_len},
     verdict::Verdict,
 };
@@ -28,51 +28,85 @@ pub fn prefilter(key: &VipKey) -> Result<(), Verdict> {
 
 /// The VIP the packet is addressed to, or pass: the exact (address, port,
 /// protocol), else the address's all-ports VIP (port 0) for the protocol.
-/// Answered from this CPU's VIP cache when it holds a copy taken under the
-/// current epoch (see `lb_abi::vip_cache`).
+/// Its index comes from this CPU's VIP cache when it holds a copy taken
+/// under the current epoch (see `lb_abi::vip_cache`), else from the map;
+/// its state always from `VIP_STATE`.
 #[inline(always)]
-pub fn lookup(key: &VipKey) -> Result<VipValue, Verdict> {
-    if !caches_enabled() {
-        return map_lookup(key);
+pub fn lookup(key: &VipKey) -> Result<LiveVip, Verdict> {
+    let not_vip = Verdict::pass(GlobalCounter::PassNotVip);
+    let index = if caches_enabled() {
+        cached_index(key)
+    } else {
+        map_index(key)
+    };
+    // `NO_INDEX` finds no entry.
+    let state = VIP_STATE.get_ptr(index).ok_or(not_vip)?;
+    // SAFETY: an entry of an array that lives as long as the program. The
+    // word first, in one aligned load: userspace rewrites an index's key
+    // only after a reader barrier, and before the word that goes with it
+    // (`lb_abi::vip`), so a key read after a word is that word's VIP's.
+    let word = unsafe { core::ptr::read_volatile(&(*state).word) };
+    let owner = unsafe { &(*state).key };
+    // The index may have come from a map element recycled for another VIP
+    // while we read it: the key says whose it is.
+    let asked = if owner.port == 0 {
+        VipKey { port: 0, ..*key }
+    } else {
+        *key
+    };
+    if !same_vip(owner, &asked) {
+        return Err(not_vip);
     }
+    VipState::unpack(index, word).ok_or(not_vip)
+}
+
+/// The index of no VIP. (An `Option<u32>` would leave its payload
+/// undefined on `None`, and the verifier refuses reading it.)
+const NO_INDEX: u32 = u32::MAX;
+
+/// The VIP index of `key` from this CPU's VIP cache, filling it on a miss.
+#[inline(always)]
+fn cached_index(key: &VipKey) -> u32 {
     let Some(epoch) = VIP_CACHE_EPOCH.get_ptr(0) else {
-        return map_lookup(key);
+        return map_index(key);
     };
     // SAFETY: an aligned u64 that userspace rewrites whole. Read before the
     // map: a copy of what the map gave is then never newer than its epoch.
     let epoch = unsafe { core::ptr::read_volatile(epoch) };
     let Some(slot) = VIP_CACHE.get_ptr_mut(vip_cache_index(key)) else {
-        return map_lookup(key);
+        return map_index(key);
     };
     // SAFETY: this CPU's slot; only this CPU's programs touch it, one at a
     // time.
     let slot = unsafe { &mut *slot };
     if slot.epoch == epoch && same_vip(&slot.key, key) {
-        return Ok(slot.value);
+        return slot.vip_index;
     }
-    let value = map_lookup(key)?;
+    let index = map_index(key);
+    if index == NO_INDEX {
+        return NO_INDEX;
+    }
     // Field by field: a whole-struct write compiles to a call to a
     // byte-loop `memcpy` for the key.
     slot.key = *key;
-    slot.value = value;
+    slot.vip_index = index;
     slot.epoch = epoch;
-    Ok(value)
+    index
 }
 
-/// [`lookup`] in the VIP map itself.
+/// The VIP index of `key` in the VIP map itself, or [`NO_INDEX`].
 #[inline(always)]
-fn map_lookup(key: &VipKey) -> Result<VipValue, Verdict> {
-    // SAFETY (both lookups): VIPS has no preallocation, so the element we
-    // read stays intact for the whole program run even if userspace
-    // replaces it meanwhile; we copy it out at once.
-    if let Some(value) = unsafe { VIPS.get(key) } {
-        return Ok(*value);
+fn map_index(key: &VipKey) -> u32 {
+    // SAFETY (both lookups): a u32 read whole at once; which VIP it belongs
+    // to is checked against `VIP_STATE` (`lookup`).
+    if let Some(index) = unsafe { VIPS.get(key) } {
+        return *index;
     }
     let all_ports = VipKey { port: 0, ..*key };
-    let value = unsafe { VIPS.get(&all_ports) };
-    value
-        .copied()
-        .ok_or(Verdict::pass(GlobalCounter::PassNotVip))
+    match unsafe { VIPS.get(&all_ports) } {
+        Some(index) => *index,
+        None => NO_INDEX,
+    }
 }
 
 /// Drops VIP traffic we will not forward: IPv4 options, fragments, and IP

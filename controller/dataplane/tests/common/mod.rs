@@ -68,6 +68,7 @@ pub fn vip(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u32)
                 weight: *w,
             })
             .collect(),
+        revision: 0,
     }
 }
 
