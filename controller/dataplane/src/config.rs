@@ -168,6 +168,9 @@ fn usable_unicast(ip: IpAddr) -> bool {
     !(ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST))
 }
 
+/// The smallest node MTU: IPv6's minimum link MTU (RFC 8200 §5).
+pub const MIN_MTU: u16 = 1280;
+
 /// Node-wide settings: how encapsulated frames leave this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -179,7 +182,8 @@ pub struct NodeConfig {
     pub outer_ttl: u8,
     /// Largest IP packet the balancer sends, outer header included. VIP
     /// packets that would exceed it get ICMP fragmentation-needed /
-    /// packet-too-big (or are dropped: IPv4 without DF). At least 128.
+    /// packet-too-big (or are dropped: IPv4 without DF). At least 1280,
+    /// the least an IPv6 link may carry.
     pub mtu: u16,
     /// Outer IPv4 source prefix; the host bits vary per flow.
     pub outer_source_v4: Ipv4Addr,
@@ -213,8 +217,15 @@ impl NodeConfig {
         if self.outer_ttl == 0 {
             return Err(ConfigError::new("outer_ttl", "must be at least 1"));
         }
-        if self.mtu < 128 {
-            return Err(ConfigError::new("mtu", "must be at least 128"));
+        if self.mtu < MIN_MTU {
+            return Err(ConfigError::new(
+                "mtu",
+                format!(
+                    "{} is below {MIN_MTU}: IPv6 needs every link to carry 1280-byte packets \
+                     (RFC 8200 section 5), and the node's MTU applies to both families",
+                    self.mtu
+                ),
+            ));
         }
         for (field, mac) in [
             ("gateway_mac", self.gateway_mac),
@@ -357,6 +368,16 @@ mod tests {
             ..NodeConfig::default()
         };
         assert_eq!(field(n), "gateway_mac");
+        let n = NodeConfig {
+            mtu: MIN_MTU - 1,
+            ..NodeConfig::default()
+        };
+        assert_eq!(field(n), "mtu");
+        let n = NodeConfig {
+            mtu: MIN_MTU,
+            ..NodeConfig::default()
+        };
+        assert!(n.to_control().is_ok());
         assert!(NodeConfig::default().to_control().is_ok());
     }
 

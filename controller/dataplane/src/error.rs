@@ -81,6 +81,23 @@ pub enum DataplaneError {
     /// The maps hold state this programmer cannot adopt.
     #[error("reading the state back from the maps: {0}")]
     ReadBack(String),
+    /// The maps of the sizes asked for need more memory than the kernel
+    /// has or will give; nothing was loaded.
+    #[error(
+        "{field} = {entries}: map {map} needs {} MiB, and the kernel {}",
+        bytes >> 20,
+        match available { Some(a) => format!("has {} MiB available", a >> 20), None => "refused it".to_owned() }
+    )]
+    TooLarge {
+        field: &'static str,
+        map: &'static str,
+        entries: u32,
+        bytes: u64,
+        /// Memory available at load time, when the refusal is ours.
+        available: Option<u64>,
+        #[source]
+        source: Option<std::io::Error>,
+    },
     /// The number of possible CPUs could not be read.
     #[error("counting possible CPUs")]
     Cpus(#[source] std::io::Error),

@@ -77,7 +77,7 @@ pub use crate::{
     config::{AttachMode, BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
     decap::{Decap, DecapStats},
     error::DataplaneError,
-    options::LoadOptions,
+    options::{LoadOptions, MapMemory},
     programmer::Programmer,
     runner::{RunResult, Runner},
     stats::Stats,
@@ -126,6 +126,8 @@ impl Dataplane {
     /// fails to load, naming it.
     pub fn load_object(object: &[u8], options: &LoadOptions) -> Result<Self, DataplaneError> {
         options.validate()?;
+        let memory = options.memory(possible_cpus()?);
+        check_memory(&memory)?;
         let bench_restore = u8::from(options.bench_restore);
         let caches = u8::from(options.per_cpu_caches);
         let udp_timeout_ns = options.udp_flow_timeout.as_nanos() as u64;
@@ -152,7 +154,7 @@ impl Dataplane {
             .map_max_entries(FLOW_CACHE_EPOCHS, cache_slots)
             .map_max_entries(RINGS, options.ring_pairs())
             .load(object)
-            .map_err(DataplaneError::Load)?;
+            .map_err(|e| refused_map(e, &memory))?;
         for kind in [ProgramKind::Balancer, ProgramKind::Pass] {
             let program = xdp_mut(&mut ebpf, kind.name())?;
             program.load().map_err(|source| DataplaneError::Program {
@@ -215,6 +217,62 @@ impl Dataplane {
             mode,
         )
     }
+}
+
+fn possible_cpus() -> Result<u32, DataplaneError> {
+    aya::util::nr_cpus()
+        .map(|n| n.get())
+        .map_err(|(_, e)| DataplaneError::Cpus(e))
+}
+
+/// Refuses sizes whose maps together need more memory than is available,
+/// before the kernel is asked: naming the largest map and what sizes it.
+fn check_memory(memory: &[options::MapMemory]) -> Result<(), DataplaneError> {
+    let Some(available) = mem_available() else {
+        return Ok(());
+    };
+    let total: u64 = memory.iter().map(|m| m.bytes).sum();
+    if total <= available {
+        return Ok(());
+    }
+    let largest = &memory[0];
+    Err(DataplaneError::TooLarge {
+        field: largest.field,
+        map: largest.map,
+        entries: largest.entries,
+        bytes: total,
+        available: Some(available),
+        source: None,
+    })
+}
+
+/// `MemAvailable` from `/proc/meminfo`, bytes.
+fn mem_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A load failure, as [`DataplaneError::TooLarge`] when the kernel refused
+/// to create one of the sized maps for want of memory or size.
+fn refused_map(error: aya::EbpfError, memory: &[options::MapMemory]) -> DataplaneError {
+    if let aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }) = &error
+        && matches!(io_error.raw_os_error(), Some(libc::ENOMEM | libc::E2BIG))
+        && let Some(m) = memory.iter().find(|m| m.map == name)
+    {
+        return DataplaneError::TooLarge {
+            field: m.field,
+            map: m.map,
+            entries: m.entries,
+            bytes: m.bytes,
+            available: None,
+            source: Some(std::io::Error::from_raw_os_error(
+                io_error.raw_os_error().unwrap_or(0),
+            )),
+        };
+    }
+    DataplaneError::Load(error)
 }
 
 /// Attaches `program` to `interface`, resolved in the calling thread's

@@ -135,6 +135,68 @@ impl LoadOptions {
     pub(crate) fn ring_pairs(&self) -> u32 {
         self.ring_slots() * lb_abi::ring::pairs_per_ring(self.ring_size)
     }
+
+    /// The kernel memory the sized maps take, largest first, with `cpus`
+    /// possible CPUs: an estimate of what the kernel allocates (values and
+    /// the per-element overhead of hash tables), good to tell a size that
+    /// cannot be had from one that can.
+    pub fn memory(&self, cpus: u32) -> Vec<MapMemory> {
+        let cpus = u64::from(cpus);
+        let per_cpu = |bytes: u64| bytes * cpus;
+        let slots = u64::from(self.allocated_flow_cache_slots());
+        let vips = u64::from(self.max_vips);
+        let backends = u64::from(self.max_backends);
+        let mut maps = vec![
+            MapMemory {
+                map: lb_abi::ring::RINGS,
+                field: "max_vips",
+                entries: self.ring_pairs(),
+                bytes: u64::from(self.ring_pairs()) * 8,
+            },
+            MapMemory {
+                map: lb_abi::flow::FLOWS,
+                field: "flow_table_entries",
+                entries: self.flow_table_entries,
+                bytes: u64::from(self.flow_table_entries) * FLOW_ENTRY_BYTES,
+            },
+            MapMemory {
+                map: lb_abi::flow_cache::FLOW_CACHE,
+                field: "flow_cache_slots",
+                entries: self.allocated_flow_cache_slots(),
+                bytes: per_cpu(slots * 96) + slots * 8,
+            },
+            MapMemory {
+                map: lb_abi::backend::BACKENDS,
+                field: "max_backends",
+                entries: self.max_backends,
+                // Entry, member record, per-CPU counters.
+                bytes: backends * (24 + 16) + per_cpu(backends * 16),
+            },
+            MapMemory {
+                map: lb_abi::vip::VIP_STATE,
+                field: "max_vips",
+                entries: self.max_vips,
+                // State, generation, address entry, per-CPU counters.
+                bytes: vips * (40 + 8 + 64) + per_cpu(vips * 16),
+            },
+        ];
+        maps.sort_by_key(|m| std::cmp::Reverse(m.bytes));
+        maps
+    }
+}
+
+/// Kernel memory per flow-table entry: key and value, and the LRU hash
+/// table's element header, rounded as the kernel's allocator does.
+const FLOW_ENTRY_BYTES: u64 = 152;
+
+/// What one of the sized maps (with its companions) costs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapMemory {
+    pub map: &'static str,
+    /// The [`LoadOptions`] field that sizes it.
+    pub field: &'static str,
+    pub entries: u32,
+    pub bytes: u64,
 }
 
 #[cfg(test)]
@@ -167,5 +229,16 @@ mod tests {
             };
             assert!(o.validate().is_ok());
         }
+    }
+
+    #[test]
+    fn memory_is_stated_per_size_largest_first() {
+        let m = LoadOptions::default().memory(2);
+        assert_eq!(m[0].map, lb_abi::flow::FLOWS);
+        assert_eq!(m[0].bytes, 8_000_000 * FLOW_ENTRY_BYTES);
+        let rings = m.iter().find(|m| m.map == lb_abi::ring::RINGS).unwrap();
+        // Two slots per VIP of 4 × M bytes (M odd: half an element spare).
+        assert_eq!(rings.bytes, 2048 * 32_769 * 8);
+        assert_eq!(rings.field, "max_vips");
     }
 }

@@ -115,7 +115,7 @@ pub(crate) fn book(maps: &Maps, options: &LoadOptions) -> Result<Book, Dataplane
                 crate::describe(&state.key)
             )));
         }
-        let live = VipState::unpack(index, state.word).ok_or_else(|| {
+        let live = VipState::unpack(index, state.word, state.generation).ok_or_else(|| {
             inconsistent(format!(
                 "VIP {} is in VIPS but its word is GONE",
                 crate::describe(&key)

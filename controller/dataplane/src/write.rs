@@ -24,6 +24,7 @@ use crate::{
 /// Byte offsets in a `VipState` (pinned by `lb_abi`'s layout test).
 const VIP_KEY_OFFSET: usize = std::mem::offset_of!(VipState, key);
 const VIP_REVISION_OFFSET: usize = std::mem::offset_of!(VipState, revision);
+const VIP_GENERATION_OFFSET: usize = std::mem::offset_of!(VipState, generation);
 
 /// One write to the maps. Fields named `old` hold what the write replaces;
 /// writes without one go where no program and no VIP looks (a free slot or
@@ -276,6 +277,10 @@ pub(crate) fn set_member(m: &mut Maps, id: u32, member: &Member) -> Result<(), D
 }
 
 fn set_generation(m: &mut Maps, index: u32, generation: u32) -> Result<(), DataplaneError> {
+    // The copy beside the word (read by new flows) first, then the one flow
+    // hits check.
+    m.vip_state
+        .write_field(index, VIP_GENERATION_OFFSET, &generation);
     m.vip_generations
         .set(index, &generation, 0)
         .map_err(map_err(VIP_GENERATIONS, "set"))

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use lb_dataplane::{Batch, DataplaneError, Protocol};
+use lb_dataplane::{Batch, Dataplane, DataplaneError, LoadOptions, Protocol};
 use lb_model::{Action, Model};
 
 #[test]
@@ -96,4 +96,32 @@ fn no_vip_is_programmed_before_node_settings() {
             removals: vec![],
         })
         .unwrap();
+}
+
+#[test]
+fn sizes_that_cannot_be_had_are_refused_at_load_naming_the_size() {
+    // About 650 GB of flow table: more than any test machine has.
+    let options = LoadOptions {
+        flow_table_entries: u32::MAX,
+        ..small_options(251)
+    };
+    let Err(error) = Dataplane::load(&options) else {
+        panic!("a flow table of 2^32 entries loaded");
+    };
+    let message = error.to_string();
+    assert!(
+        matches!(
+            error,
+            DataplaneError::TooLarge {
+                field: "flow_table_entries",
+                ..
+            }
+        ),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("flow_table_entries = 4294967295"),
+        "{message}"
+    );
+    assert!(message.contains("MiB available"), "{message}");
 }

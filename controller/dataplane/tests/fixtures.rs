@@ -622,7 +622,7 @@ fn a_flow_entry_holding_another_flows_value_is_not_followed() {
 #[test]
 fn at_the_mtu_is_sent_one_byte_over_is_answered_or_dropped() {
     let (mut dp, mut model) = setup();
-    let mtu = 600u16;
+    let mtu = 1280u16;
     dp.programmer()
         .set_node(&lb_dataplane::NodeConfig { mtu, ..node() })
         .unwrap();

@@ -82,8 +82,9 @@ pub struct VipState {
     /// The VIP this index belongs to; set before the VIP is reachable and
     /// left alone until the index is given to another VIP.
     pub key: VipKey,
-    /// Reserved, zero.
-    pub _pad: u32,
+    /// A copy of the VIP's [`VIP_GENERATIONS`] entry, beside the word so a
+    /// new flow reads it from the line it already has; written with it.
+    pub generation: u32,
     /// Userspace's only: the config revision the VIP was programmed from,
     /// so a restarted controller knows what the maps hold.
     pub revision: u64,
@@ -102,7 +103,7 @@ impl VipState {
 
     /// The VIP of `word`, as a lookup gives it; `None` for [`Self::GONE`].
     #[inline(always)]
-    pub const fn unpack(vip_index: u32, word: u64) -> Option<LiveVip> {
+    pub const fn unpack(vip_index: u32, word: u64, generation: u32) -> Option<LiveVip> {
         if word == Self::GONE {
             return None;
         }
@@ -110,6 +111,7 @@ impl VipState {
             vip_index,
             ring_slot: word as u32,
             flags: (word >> 32) as u32,
+            generation,
         })
     }
 }
@@ -125,6 +127,9 @@ pub struct LiveVip {
     pub ring_slot: u32,
     /// [`flags`] bits.
     pub flags: u32,
+    /// The VIP's flow-table generation as read with the word (a separate
+    /// load: see `VipState::generation`).
+    pub generation: u32,
 }
 
 /// Name of the VIP generation map: array indexed by `vip_index` → `u32`,
@@ -166,20 +171,21 @@ mod tests {
 
     #[test]
     fn a_word_carries_slot_and_flags_and_gone_is_no_vip() {
-        let live = VipState::unpack(7, VipState::pack(3, flags::ALL)).unwrap();
+        let live = VipState::unpack(7, VipState::pack(3, flags::ALL), 9).unwrap();
         assert_eq!(
             live,
             LiveVip {
                 vip_index: 7,
                 ring_slot: 3,
-                flags: flags::ALL
+                flags: flags::ALL,
+                generation: 9,
             }
         );
         let no_ring = VipState::pack(crate::ring::NO_RING, 0);
         assert_eq!(
-            VipState::unpack(0, no_ring).unwrap().ring_slot,
+            VipState::unpack(0, no_ring, 0).unwrap().ring_slot,
             crate::ring::NO_RING
         );
-        assert_eq!(VipState::unpack(0, VipState::GONE), None);
+        assert_eq!(VipState::unpack(0, VipState::GONE, 0), None);
     }
 }

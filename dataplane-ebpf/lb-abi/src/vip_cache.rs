@@ -14,8 +14,10 @@
 //!   Userspace bumps it after every insert into and removal from [`VIPS`]
 //!   (a VIP added on a port of an address whose all-ports VIP answered
 //!   before must win from then on). A copy is honoured only under the
-//!   epoch it was taken under. An index from a copy is checked against
-//!   the key in [`VIP_STATE`] like one fresh from the map.
+//!   epoch it was taken under. The key an index belongs to is checked in
+//!   [`VIP_STATE`] when the copy is taken; an index changes owner only
+//!   after its VIP's removal has bumped the epoch, so a current copy's
+//!   index is still its key's.
 //!
 //! Switched with the flow cache, for the same memory-ordering reason:
 //! [`crate::flow_cache::CACHES_ENABLED`].

@@ -52,10 +52,10 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &LiveVip) -> Result<Selection, Ve
         // flow it places must not outlive the removal (`lb_abi::backend`).
         let mut backend = chosen.backend;
         backend.generation = recorded_generation(backend.generation);
-        // Read now, not with the VIP's word: one newer than the ring we read
-        // only pins the flow to a backend that ring chose, and if that
+        // Not read atomically with the word: one newer than the ring we
+        // read only pins the flow to a backend that ring chose, and if that
         // backend has left the VIP since, its own generation ends the flow.
-        let vip_generation = VIP_GENERATIONS.get(vip.vip_index).copied().unwrap_or(0);
+        let vip_generation = vip.generation;
         let value = FlowValue {
             backend,
             backend_id: chosen.backend_id,

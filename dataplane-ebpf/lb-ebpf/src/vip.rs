@@ -33,14 +33,24 @@ pub fn prefilter(key: &VipKey) -> Result<(), Verdict> {
 /// its state always from `VIP_STATE`.
 #[inline(always)]
 pub fn lookup(key: &VipKey) -> Result<LiveVip, Verdict> {
-    let not_vip = Verdict::pass(GlobalCounter::PassNotVip);
-    let index = if caches_enabled() {
-        cached_index(key)
+    if caches_enabled() {
+        cached_lookup(key)
     } else {
-        map_index(key)
-    };
+        map_lookup(key)
+    }
+}
+
+#[inline(always)]
+fn not_vip() -> Verdict {
+    Verdict::pass(GlobalCounter::PassNotVip)
+}
+
+/// [`lookup`] through the VIP map.
+#[inline(always)]
+fn map_lookup(key: &VipKey) -> Result<LiveVip, Verdict> {
+    let index = map_index(key);
     // `NO_INDEX` finds no entry.
-    let state = VIP_STATE.get_ptr(index).ok_or(not_vip)?;
+    let state = VIP_STATE.get_ptr(index).ok_or(not_vip())?;
     // SAFETY: an entry of an array that lives as long as the program. The
     // word first, in one aligned load: userspace rewrites an index's key
     // only after a reader barrier, and before the word that goes with it
@@ -55,50 +65,56 @@ pub fn lookup(key: &VipKey) -> Result<LiveVip, Verdict> {
         *key
     };
     if !same_vip(owner, &asked) {
-        return Err(not_vip);
+        return Err(not_vip());
     }
-    VipState::unpack(index, word).ok_or(not_vip)
+    let generation = unsafe { (*state).generation };
+    VipState::unpack(index, word, generation).ok_or(not_vip())
+}
+
+/// [`lookup`] through this CPU's VIP cache, filling it on a miss. A copy
+/// holds an index whose key [`map_lookup`] checked, under an epoch read
+/// before: the index changes owner only after its VIP's removal, which
+/// bumps the epoch, so a current copy needs no second check.
+#[inline(always)]
+fn cached_lookup(key: &VipKey) -> Result<LiveVip, Verdict> {
+    let Some(epoch) = VIP_CACHE_EPOCH.get_ptr(0) else {
+        return map_lookup(key);
+    };
+    // SAFETY: an aligned u64 that userspace rewrites whole. Read before the
+    // map: a copy of what the map gave is then never newer than its epoch.
+    let epoch = unsafe { core::ptr::read_volatile(epoch) };
+    let Some(slot) = VIP_CACHE.get_ptr_mut(vip_cache_index(key)) else {
+        return map_lookup(key);
+    };
+    // SAFETY: this CPU's slot; only this CPU's programs touch it, one at a
+    // time.
+    let slot = unsafe { &mut *slot };
+    if slot.epoch == epoch && same_vip(&slot.key, key) {
+        let index = slot.vip_index;
+        let state = VIP_STATE.get_ptr(index).ok_or(not_vip())?;
+        // SAFETY: as in `map_lookup`.
+        let word = unsafe { core::ptr::read_volatile(&(*state).word) };
+        let generation = unsafe { (*state).generation };
+        return VipState::unpack(index, word, generation).ok_or(not_vip());
+    }
+    let live = map_lookup(key)?;
+    // Field by field: a whole-struct write compiles to a call to a
+    // byte-loop `memcpy` for the key.
+    slot.key = *key;
+    slot.vip_index = live.vip_index;
+    slot.epoch = epoch;
+    Ok(live)
 }
 
 /// The index of no VIP. (An `Option<u32>` would leave its payload
 /// undefined on `None`, and the verifier refuses reading it.)
 const NO_INDEX: u32 = u32::MAX;
 
-/// The VIP index of `key` from this CPU's VIP cache, filling it on a miss.
-#[inline(always)]
-fn cached_index(key: &VipKey) -> u32 {
-    let Some(epoch) = VIP_CACHE_EPOCH.get_ptr(0) else {
-        return map_index(key);
-    };
-    // SAFETY: an aligned u64 that userspace rewrites whole. Read before the
-    // map: a copy of what the map gave is then never newer than its epoch.
-    let epoch = unsafe { core::ptr::read_volatile(epoch) };
-    let Some(slot) = VIP_CACHE.get_ptr_mut(vip_cache_index(key)) else {
-        return map_index(key);
-    };
-    // SAFETY: this CPU's slot; only this CPU's programs touch it, one at a
-    // time.
-    let slot = unsafe { &mut *slot };
-    if slot.epoch == epoch && same_vip(&slot.key, key) {
-        return slot.vip_index;
-    }
-    let index = map_index(key);
-    if index == NO_INDEX {
-        return NO_INDEX;
-    }
-    // Field by field: a whole-struct write compiles to a call to a
-    // byte-loop `memcpy` for the key.
-    slot.key = *key;
-    slot.vip_index = index;
-    slot.epoch = epoch;
-    index
-}
-
 /// The VIP index of `key` in the VIP map itself, or [`NO_INDEX`].
 #[inline(always)]
 fn map_index(key: &VipKey) -> u32 {
     // SAFETY (both lookups): a u32 read whole at once; which VIP it belongs
-    // to is checked against `VIP_STATE` (`lookup`).
+    // to is checked against `VIP_STATE` (`map_lookup`).
     if let Some(index) = unsafe { VIPS.get(key) } {
         return *index;
     }
