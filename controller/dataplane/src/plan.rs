@@ -487,25 +487,21 @@ impl Planner<'_> {
     }
 
     fn bump_address(&mut self, address: AddrKey, by: i32) -> u32 {
-        let now = *self
-            .changes
-            .address_refs
-            .entry(address)
-            .or_insert_with(|| self.book.address_refs.get(&address).copied().unwrap_or(0));
-        let next = now.saturating_add_signed(by);
-        self.changes.address_refs.insert(address, next);
-        next
+        bump_count(
+            &mut self.changes.address_refs,
+            &self.book.address_refs,
+            address,
+            by,
+        )
     }
 
     fn bump_bit(&mut self, bit: (u32, u64), by: i32) -> u32 {
-        let now = *self
-            .changes
-            .filter_refs
-            .entry(bit)
-            .or_insert_with(|| self.book.filter_refs.get(&bit).copied().unwrap_or(0));
-        let next = now.saturating_add_signed(by);
-        self.changes.filter_refs.insert(bit, next);
-        next
+        bump_count(
+            &mut self.changes.filter_refs,
+            &self.book.filter_refs,
+            bit,
+            by,
+        )
     }
 
     fn filter_word(&self, word: u32) -> u64 {
@@ -521,6 +517,21 @@ impl Planner<'_> {
         self.writes.push(Write::FilterWord { word, bits, old });
         self.changes.filter_words.insert(word, bits);
     }
+}
+
+/// Adds `by` to the count of `key` as the plan has it so far (the book's
+/// until the plan first touches it); returns the new count.
+fn bump_count<K: std::hash::Hash + Eq + Copy>(
+    planned: &mut std::collections::HashMap<K, u32>,
+    book: &std::collections::HashMap<K, u32>,
+    key: K,
+    by: i32,
+) -> u32 {
+    let count = planned
+        .entry(key)
+        .or_insert_with(|| book.get(&key).copied().unwrap_or(0));
+    *count = count.saturating_add_signed(by);
+    *count
 }
 
 /// The next of the indices `reserve` took.

@@ -148,6 +148,10 @@ impl Writer<'_> {
             }
             *left -= 1;
         }
+        self.perform(write)
+    }
+
+    fn perform(&mut self, write: &Write) -> Result<(), DataplaneError> {
         let m = &mut *self.maps;
         match write {
             Write::WriterState { new, .. } => set_writer_state(m, new),
@@ -241,14 +245,7 @@ impl Writer<'_> {
             Write::FilterWord { word, old, .. } => set_filter(m, *word, *old),
             // Once more: a copy taken between the write and its undo is
             // not honoured either.
-            Write::BumpVipCacheEpoch => {
-                m.vip_cache_epoch.bump(0);
-                Ok(())
-            }
-            Write::BumpFlowCacheGenerationEpoch => {
-                m.flow_cache_generation_epoch.bump(0);
-                Ok(())
-            }
+            Write::BumpVipCacheEpoch | Write::BumpFlowCacheGenerationEpoch => self.perform(write),
             Write::Control { .. }
             | Write::ZeroVipStats(_)
             | Write::ZeroBackendStats(_)
