@@ -116,6 +116,9 @@ pub(crate) fn check(
     rejections
 }
 
+/// Ring entries below which a batch's rings are built on one core.
+const PARALLEL_RING_ENTRIES: u64 = 4 * 65_537;
+
 /// The Maglev ring of each config, as indices into its backends (`None`:
 /// no backend takes new flows), built on every core the process may use.
 pub(crate) fn build_rings(
@@ -123,7 +126,10 @@ pub(crate) fn build_rings(
     ring_size: u32,
 ) -> Result<Vec<Option<Vec<u32>>>, Rejection> {
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
-    if configs.len() < 2 || workers < 2 {
+    // Starting threads costs tens of microseconds: worth it only for more
+    // than a couple of full-size rings.
+    let work = configs.len() as u64 * u64::from(ring_size);
+    if configs.len() < 2 || workers < 2 || work < PARALLEL_RING_ENTRIES {
         return configs.iter().map(|c| build_ring(c, ring_size)).collect();
     }
     let chunk = configs.len().div_ceil(workers);
@@ -209,9 +215,12 @@ mod tests {
             .map(|i| vip(&format!("10.0.0.{i}"), &[("10.1.0.1", i), ("10.1.0.2", 1)]))
             .collect();
         let refs: Vec<&VipConfig> = configs.iter().collect();
-        let rings = build_rings(&refs, 251).unwrap();
+        // Enough ring entries to be built on every core.
+        let m = 65_537;
+        assert!(refs.len() as u64 * m >= PARALLEL_RING_ENTRIES);
+        let rings = build_rings(&refs, m as u32).unwrap();
         for (config, ring) in configs.iter().zip(rings) {
-            assert_eq!(ring, build_ring(config, 251).unwrap());
+            assert_eq!(ring, build_ring(config, m as u32).unwrap());
         }
     }
 

@@ -136,6 +136,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .override_global(RING_SIZE, &options.ring_size, true)
             .override_global("BENCH_RESTORE", &bench_restore, true)
+            .override_global("READER_PAUSE_TURNS", &options.reader_pause_turns(), true)
             .override_global(CACHES_ENABLED, &caches, true)
             .override_global(FLOW_CACHE_SLOTS, &cache_slots, true)
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)

@@ -50,6 +50,12 @@ pub struct LoadOptions {
     /// repeated `BPF_PROG_TEST_RUN` runs of one frame all take the full path.
     /// Never set this on a node that carries traffic.
     pub bench_restore: bool,
+    /// Concurrency tests only: readers on CPU 0 pause a few hundred
+    /// microseconds between reading a VIP's state and its ring, and between
+    /// finding a flow entry and copying it, so writers race them. Never on
+    /// a real node.
+    #[doc(hidden)]
+    pub reader_pause: bool,
 }
 
 impl Default for LoadOptions {
@@ -64,6 +70,7 @@ impl Default for LoadOptions {
             per_cpu_caches: cfg!(target_arch = "x86_64"),
             flow_cache_slots: flow_cache::DEFAULT_FLOW_CACHE_SLOTS,
             bench_restore: false,
+            reader_pause: false,
         }
     }
 }
@@ -129,6 +136,11 @@ impl LoadOptions {
     /// replacing every ring needs no reader barrier before it can write.
     pub(crate) fn ring_slots(&self) -> u32 {
         self.max_vips * 2
+    }
+
+    /// Clock reads per reader pause (`reader_pause`); 0 = none.
+    pub(crate) fn reader_pause_turns(&self) -> u32 {
+        if self.reader_pause { 2048 } else { 0 }
     }
 
     /// Elements of the flat ring map.

@@ -124,6 +124,20 @@ static TICK_NS: u64 = 4_000_000;
 #[unsafe(no_mangle)]
 static BENCH_RESTORE: u8 = 0;
 
+/// Non-zero only in the concurrency stress test: readers on CPU 0 pause
+/// for this many clock reads between reading a VIP's word and its ring,
+/// and between finding a flow entry and copying it, so that the writer and
+/// other CPUs race them as a slow or interrupted CPU would. The verifier
+/// prunes the pauses when zero.
+#[unsafe(no_mangle)]
+static READER_PAUSE_TURNS: u32 = 0;
+
+#[inline(always)]
+pub fn reader_pause_turns() -> u32 {
+    // SAFETY: as for `ring_size`.
+    unsafe { core::ptr::read_volatile(&READER_PAUSE_TURNS) }
+}
+
 #[inline(always)]
 pub fn ring_size() -> u32 {
     // SAFETY: a plain read of an initialised static; volatile keeps the

@@ -182,6 +182,7 @@ fn udp_copy_lives(slot: &mut FlowCacheSlot, key: &FlowKey, lookup: Lookup) -> bo
 #[inline(always)]
 fn table_hit(key: &FlowKey, lookup: Lookup) -> Option<((Selection, u32), u64)> {
     let entry = FLOWS.get_ptr_mut(key)?;
+    clock::stress_pause();
     let value = copy_entry(entry);
     let hit = honoured(key, &value)?;
     if key.proto != PROTO_UDP {
@@ -287,6 +288,7 @@ fn bump_epoch(index: u32) {
 /// The VIP's ring's choice for `key`; records nothing.
 #[inline(always)]
 pub fn from_ring(key: &FlowKey, vip: &LiveVip) -> Result<Selection, Verdict> {
+    clock::stress_pause();
     if vip.ring_slot == NO_RING {
         return Err(Verdict::drop(GlobalCounter::DropNoBackend));
     }
