@@ -17,18 +17,6 @@ use lb_dataplane::{
 };
 use lb_model::DataplaneState;
 
-/// A small deterministic generator: the test replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 const VIP_ADDRESSES: [&str; 5] = [
     "10.0.0.1",
     "10.0.0.2",

@@ -71,18 +71,6 @@ impl Allowed {
     }
 }
 
-/// A small deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
     unsafe {
@@ -101,13 +89,13 @@ fn next_config(rng: &mut Rng, v: usize, now: Option<&VipConfig>) -> Option<VipCo
     let pool = pool(v);
     let Some(now) = now else {
         let mut config = vip(VIPS[v], 80, Protocol::Tcp, &[]);
-        for &address in &pool[..2 + rng.below(4)] {
+        for &address in &pool[..2 + rng.below(4) as usize] {
             config.backends.push(BackendConfig { address, weight: 1 });
         }
         return Some(config);
     };
     let mut next = now.clone();
-    let pick = rng.below(next.backends.len().max(1));
+    let pick = rng.below(next.backends.len().max(1) as u64) as usize;
     match rng.below(6) {
         0 => return None,
         1 if !next.backends.is_empty() => next.backends[pick].weight = 1 + rng.below(3) as u32,
@@ -227,7 +215,7 @@ fn stress(per_cpu_caches: bool) {
             let mut batch = Batch::default();
             let mut next = configs.clone();
             for _ in 0..1 + rng.below(2) {
-                let v = rng.below(VIPS.len());
+                let v = rng.below(VIPS.len() as u64) as usize;
                 next[v] = next_config(&mut rng, v, next[v].as_ref());
             }
             let mut pending = HashMap::new();

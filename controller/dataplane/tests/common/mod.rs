@@ -136,3 +136,16 @@ pub fn check(dp: &Dataplane, model: &mut Model, frame: &[u8]) -> (RunResult, Out
 pub fn resync(dp: &mut Dataplane, model: &mut Model) {
     model.state = dp.programmer().state().clone();
 }
+
+/// A small deterministic generator (xorshift64): a test replays exactly.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
