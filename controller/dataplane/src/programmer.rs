@@ -349,6 +349,21 @@ impl Programmer {
             .map_err(map_err(FLOWS, "insert"))
     }
 
+    /// Removes the flow-table entry of `key`, if there is one; the flow's
+    /// next packet is placed anew. Returns whether there was one. (A copy
+    /// in a CPU's flow cache may answer until that slot's epoch moves: use
+    /// [`Self::clear_flows`] to drop those too.)
+    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool, DataplaneError> {
+        match self.maps.flows.remove(key) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(FLOWS, "remove")(e)),
+        }
+    }
+
     /// Removes every flow-table entry, and every CPU's cached copy of one.
     pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
         let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(Result::ok).collect();
