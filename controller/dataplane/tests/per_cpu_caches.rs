@@ -451,3 +451,107 @@ fn a_vip_update_is_seen_by_the_next_packet_on_every_cpu() {
         assert_eq!(out.action, 2, "XDP_PASS on CPU {cpu}");
     }
 }
+
+/// The backend address at each ring entry of the VIP `port`, read from the
+/// ring map.
+fn ring_addresses(dp: &mut Dataplane, port: u16, backends: &[&str]) -> Vec<String> {
+    let key = vip(VIP, port, Protocol::Tcp, &[]).key();
+    let by_id: std::collections::HashMap<u32, String> = backends
+        .iter()
+        .filter_map(|b| {
+            let id = dp.programmer().backend_id(&key, b.parse().unwrap())?;
+            Some((id, b.to_string()))
+        })
+        .collect();
+    let ring = dp.programmer().ring_in_map(&key).unwrap();
+    ring.iter().map(|id| by_id[id].clone()).collect()
+}
+
+/// A busy TCP flow answered from this CPU's cache never touched its table
+/// entry before, so the LRU took it for idle and evicted it, and the next
+/// config change re-placed it (a reset connection). Now a packet answered
+/// from the copy touches the entry every `tcp_flow_refresh` (and writes it
+/// back if evicted). The flow is one whose ring entry changes owner when
+/// an unrelated backend leaves, so only its table entry keeps it where it
+/// is; an idle flow placed with it is evicted.
+#[test]
+fn a_busy_flow_answered_from_the_cache_keeps_its_entry_and_its_backend() {
+    let backends = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5"];
+    let leaving = backends[4];
+    let slots = lb_abi::flow_cache::MAX_FLOW_CACHE_SLOTS;
+    let mut dp = Dataplane::load(&LoadOptions {
+        per_cpu_caches: true,
+        flow_cache_slots: slots,
+        flow_table_entries: 256,
+        tcp_flow_refresh: Duration::from_millis(20),
+        ..small_options(1021)
+    })
+    .expect("load dataplane (run as root)");
+    dp.programmer().set_node(&node()).unwrap();
+    let before: Vec<(&str, u32)> = backends.iter().map(|b| (*b, 1)).collect();
+    let after = &before[..4];
+    dp.programmer()
+        .upsert_vip(&vip(VIP, 80, Protocol::Tcp, &before))
+        .unwrap();
+    // The ring after the change, built on a scratch VIP (a ring depends
+    // on the backends only).
+    dp.programmer()
+        .upsert_vip(&vip(VIP, 81, Protocol::Tcp, after))
+        .unwrap();
+    let old_ring = ring_addresses(&mut dp, 80, &backends);
+    let new_ring = ring_addresses(&mut dp, 81, &backends);
+    dp.programmer()
+        .remove_vip(&vip(VIP, 81, Protocol::Tcp, &[]).key())
+        .unwrap();
+    let client: std::net::Ipv4Addr = "192.0.2.7".parse().unwrap();
+    let entry = |port| {
+        let hash = lb_abi::hash::flow_hash(&key(client, port), false);
+        lb_abi::hash::ring_index(hash, 1021) as usize
+    };
+    let busy = (1024..u16::MAX)
+        .find(|&p| old_ring[entry(p)] != leaving && old_ring[entry(p)] != new_ring[entry(p)])
+        .expect("a flow whose ring entry changes owner");
+    let idle = busy + 1;
+    pin_to_cpu(0);
+    let c = client.to_string();
+    let packet = |port, flags| tcp(&c, port, VIP, 80, flags, b"");
+    let placed = send(&dp, &packet(busy, Tcp::Syn));
+    assert_eq!(placed, old_ring[entry(busy)]);
+    assert_eq!(send(&dp, &packet(busy, Tcp::Ack)), placed, "copy taken");
+    send(&dp, &packet(idle, Tcp::Syn));
+
+    // New flows turn the 256-entry table over every 100 ms or so (well
+    // past the refresh interval) for a second, never at the busy flow's
+    // cache slot, while the busy flow sends every 2 ms.
+    let busy_slot = flow_cache_index(&key(client, busy), slots);
+    let mut churn = (0..u32::MAX)
+        .map(|n| std::net::Ipv4Addr::from(0xc633_6400 + n))
+        .filter(|c| flow_cache_index(&key(*c, 1000), slots) != busy_slot);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        assert_eq!(send(&dp, &packet(busy, Tcp::Ack)), placed);
+        for _ in 0..5 {
+            // Used twice, so the LRU holds it as dear as the busy flow's
+            // one table lookup made that: it has to rotate its active list.
+            let other = churn.next().unwrap().to_string();
+            send(&dp, &tcp(&other, 1000, VIP, 80, Tcp::Syn, b""));
+            send(&dp, &tcp(&other, 1000, VIP, 80, Tcp::Ack, b""));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        dp.programmer().flow_entry(&key(client, idle)).unwrap(),
+        None,
+        "the idle flow was evicted"
+    );
+    // A backend leaves: its retirement drops every cached copy, so the
+    // busy flow's next packet is the table's to answer.
+    dp.programmer()
+        .upsert_vip(&vip(VIP, 80, Protocol::Tcp, after))
+        .unwrap();
+    assert_eq!(
+        send(&dp, &packet(busy, Tcp::Ack)),
+        placed,
+        "the busy flow kept its backend"
+    );
+}

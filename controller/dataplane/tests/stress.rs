@@ -39,6 +39,7 @@ use lb_dataplane::{
     BackendConfig, Batch, Dataplane, DataplaneError, LoadOptions, Programmer, Protocol, Runner,
     VipConfig,
 };
+use lb_testbed::pin_to_cpu;
 
 const VIPS: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
 const XDP_TX: u32 = 3;
@@ -73,19 +74,6 @@ impl Allowed {
         let mut all = self.current.get(key).cloned().unwrap_or_default();
         all.extend(self.pending.get(key).into_iter().flatten());
         (self.applied, all)
-    }
-}
-
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "pinning to CPU {cpu}"
-        );
     }
 }
 

@@ -71,6 +71,9 @@ pub const FLOW_CACHE_GENERATION_EPOCH: &str = "FLOW_CACHE_GENERATION_EPOCH";
 /// Name of the global that switches both per-CPU caches on (non-zero) or
 /// off.
 pub const CACHES_ENABLED: &str = "CACHES_ENABLED";
+/// Name of the global holding the TCP refresh interval, ns (see
+/// [`FlowCacheSlot::seen_ns`]).
+pub const TCP_REFRESH_NS: &str = "TCP_REFRESH_NS";
 /// Name of the global holding the slot count per CPU (and of epochs), set
 /// by the loader.
 pub const FLOW_CACHE_SLOTS: &str = "FLOW_CACHE_SLOTS";
@@ -98,7 +101,10 @@ pub struct FlowCacheSlot {
     /// [`FLOW_CACHE_GENERATION_EPOCH`] when the copy was taken.
     pub generation_epoch: u64,
     /// UDP: the table entry's last-seen time ([`crate::clock`]) as this
-    /// CPU last wrote or read it. 0 for TCP.
+    /// CPU last wrote or read it. TCP: when this CPU last touched the
+    /// table entry; past [`TCP_REFRESH_NS`] a packet answered from the copy
+    /// touches it again (or writes it back if the LRU evicted it), so the
+    /// LRU never takes a busy flow answered from caches for an idle one.
     pub seen_ns: u64,
 }
 

@@ -15,6 +15,10 @@ pub const DEFAULT_OUTER_TTL: u8 = 64;
 /// Default idle time after which a UDP flow is placed anew, ns (Katran's
 /// 30 s).
 pub const DEFAULT_UDP_FLOW_TIMEOUT_NS: u64 = 30_000_000_000;
+/// Default longest time a TCP flow answered from a per-CPU flow cache goes
+/// without touching its flow-table entry (so the LRU does not take it for
+/// idle), ns: 250 ms, well below the time a full table takes to turn over.
+pub const DEFAULT_TCP_REFRESH_NS: u64 = 250_000_000;
 /// Default flood threshold: new flows per second per CPU above which new
 /// flows are no longer recorded in the flow table (Katran's MAX_CONN_RATE).
 pub const DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC: u32 = 125_000;

@@ -113,6 +113,17 @@ static FLOOD_THRESHOLD: u32 = lb_abi::limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC;
 #[unsafe(no_mangle)]
 static UDP_FLOW_TIMEOUT_NS: u64 = lb_abi::limits::DEFAULT_UDP_FLOW_TIMEOUT_NS;
 
+/// How long a TCP flow answered from a flow cache may go without its table
+/// entry being touched, ns (`select::keep_tcp_entry`). Set by the loader.
+#[unsafe(no_mangle)]
+static TCP_REFRESH_NS: u64 = lb_abi::limits::DEFAULT_TCP_REFRESH_NS;
+
+#[inline(always)]
+pub fn tcp_refresh_ns() -> u64 {
+    // SAFETY: as for `ring_size`.
+    unsafe { core::ptr::read_volatile(&TCP_REFRESH_NS) }
+}
+
 /// Length of a kernel tick, ns (see `lb_abi::clock`). Set by the loader;
 /// the default is a 250 Hz kernel's.
 #[unsafe(no_mangle)]

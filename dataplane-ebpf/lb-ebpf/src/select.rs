@@ -19,7 +19,8 @@ use crate::{
     clock, flood,
     maps::{
         BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH, FLOWS, RINGS,
-        VIP_GENERATIONS, caches_enabled, flow_cache_slots, ring_size, udp_flow_timeout_ns,
+        VIP_GENERATIONS, caches_enabled, flow_cache_slots, ring_size, tcp_refresh_ns,
+        udp_flow_timeout_ns,
     },
     stats,
     verdict::Verdict,
@@ -122,6 +123,9 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
         slot.epoch == epoch && slot.generation_epoch == generation_epoch && slot.key.family != 0;
     let this_flow = current && same_flow(&slot.key, key);
     if this_flow && (key.proto != PROTO_UDP || udp_copy_lives(slot, key, lookup)) {
+        if key.proto != PROTO_UDP && lookup == Lookup::Traffic {
+            keep_tcp_entry(slot, key, index);
+        }
         // Taken of an honoured entry, under the same generation epoch:
         // the generation checks would pass again.
         let chosen = Selection {
@@ -147,7 +151,12 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
         slot.vip_index = *vip_index;
         slot.epoch = epoch;
         slot.generation_epoch = generation_epoch;
-        slot.seen_ns = seen;
+        // TCP: when the table last saw the flow, for `keep_tcp_entry`.
+        slot.seen_ns = if key.proto == PROTO_UDP {
+            seen
+        } else {
+            clock::now_ns()
+        };
     }
     Some(hit)
 }
@@ -175,6 +184,44 @@ fn udp_copy_lives(slot: &mut FlowCacheSlot, key: &FlowKey, lookup: Lookup) -> bo
         slot.seen_ns = now;
     }
     true
+}
+
+/// A TCP copy answers its flow without the table, so the table's LRU would
+/// see the busiest flows as idle and evict them first. Once the copy's time
+/// is older than the refresh interval, a packet of the flow looks its entry
+/// up, which marks it used for the LRU. If the LRU evicted it all the same,
+/// the copy (current, so still the flow's decision) is written back, under
+/// the VIP's generation, unchanged while the copy is current.
+#[inline(always)]
+fn keep_tcp_entry(slot: &mut FlowCacheSlot, key: &FlowKey, index: u32) {
+    let now = clock::now_ns();
+    if now.wrapping_sub(slot.seen_ns) <= tcp_refresh_ns() {
+        return;
+    }
+    slot.seen_ns = now;
+    if FLOWS.get_ptr(key).is_some() {
+        return;
+    }
+    let Some(&vip_generation) = VIP_GENERATIONS.get(slot.vip_index) else {
+        return;
+    };
+    let value = FlowValue {
+        backend: slot.backend,
+        backend_id: slot.backend_id,
+        vip_index: slot.vip_index,
+        vip_generation,
+        key_tag: flow_tag(
+            key,
+            slot.backend_id,
+            slot.backend.generation,
+            slot.vip_index,
+            vip_generation,
+        ),
+        last_seen_ns: 0,
+    };
+    let _ = FLOWS.insert(key, &value, u64::from(BPF_ANY));
+    // A table write for the key, like any: copies of the old entry go.
+    bump_epoch(index);
 }
 
 /// A flow's entry, straight from the table, and for UDP its last-seen time
