@@ -868,3 +868,59 @@ fn ipv6_extension_headers_and_empty_udp() {
     let (_, m) = check(&dp, &mut model, &empty);
     assert_eq!(m.action, Action::Tx);
 }
+
+/// A too-big reply goes back to the packet's source from the MAC it was
+/// sent to. Spoofed group or loopback sources would make the balancer
+/// answer a whole segment, or itself; a frame sent to a broadcast MAC
+/// would make it send from one. Each is dropped and counted; a unicast
+/// source next to them is still answered.
+#[test]
+fn too_big_replies_never_go_to_group_loopback_or_unspecified_senders() {
+    let (mut dp, mut model) = setup();
+    let mtu = 1280u16;
+    dp.programmer()
+        .set_node(&lb_dataplane::NodeConfig { mtu, ..node() })
+        .unwrap();
+    resync(&mut dp, &mut model);
+    let too_big = |src: &str, dst: &str, port: u16| {
+        let mut f = tcp(src, 4000, dst, port, Tcp::Ack, &vec![7; usize::from(mtu)]);
+        if src.contains('.') {
+            f[20] |= 0x40; // DF
+        }
+        f
+    };
+    let unanswerable = [
+        too_big("0.0.0.0", VIP4, 80),
+        too_big("127.0.0.1", VIP4, 80),
+        too_big("224.0.0.1", VIP4, 80),
+        too_big("255.255.255.255", VIP4, 80),
+        too_big("::", "2001:db8::100", 443),
+        too_big("::1", "2001:db8::100", 443),
+        too_big("ff02::1", "2001:db8::100", 443),
+    ];
+    for frame in &unanswerable {
+        let (_, m) = check(&dp, &mut model, frame);
+        assert_eq!(
+            (m.action, m.counter),
+            (Action::Drop, GlobalCounter::DropTooBigUnanswerable),
+            "{frame:02x?}"
+        );
+    }
+    for unicast in [
+        too_big("192.0.2.1", VIP4, 80),
+        too_big("2001:db8:ff::1", "2001:db8::100", 443),
+    ] {
+        let mut to_group = unicast.clone();
+        to_group[..6].copy_from_slice(&[0xff; 6]);
+        let (_, m) = check(&dp, &mut model, &to_group);
+        assert_eq!(
+            m.counter,
+            GlobalCounter::DropTooBigUnanswerable,
+            "broadcast MAC"
+        );
+        let (_, m) = check(&dp, &mut model, &unicast);
+        assert_eq!(m.counter, GlobalCounter::TxIcmpTooBig, "unicast sender");
+    }
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(stats.global(GlobalCounter::DropTooBigUnanswerable), 9);
+}

@@ -310,6 +310,22 @@ fn fits(state: &DataplaneState, backend: &Backend) -> u32 {
     u32::from(state.control.mtu).saturating_sub(outer_len)
 }
 
+/// Whether a too-big reply may go to the packet's sender: a frame sent to
+/// a unicast MAC, from an IPv4 source outside 0/8, 127/8 and 224/3, or an
+/// IPv6 source other than ::, ::1 and ff00::/8.
+fn answerable(frame: &[u8], pkt: &Parsed) -> bool {
+    if frame[0] & 1 != 0 {
+        return false;
+    }
+    match lb_abi::ip_from_wire(pkt.key.family, pkt.key.src) {
+        Some(std::net::IpAddr::V4(a)) => !matches!(a.octets()[0], 0 | 127 | 224..),
+        Some(std::net::IpAddr::V6(a)) => {
+            !(a.is_unspecified() || a.is_loopback() || a.is_multicast())
+        }
+        None => false,
+    }
+}
+
 /// What the program does with a packet that would exceed the MTU once
 /// encapsulated towards `backend`: an ICMP too-big reply (IPv4 with DF,
 /// IPv6) or a drop (IPv4 without DF). `Ok` when it fits.
@@ -325,6 +341,12 @@ fn too_big(
     }
     if pkt.key.family == lb_abi::FAMILY_V4 && !pkt.dont_fragment {
         return Err(Stop::Verdict(Action::Drop, GlobalCounter::DropTooBig));
+    }
+    if !answerable(frame, pkt) {
+        return Err(Stop::Verdict(
+            Action::Drop,
+            GlobalCounter::DropTooBigUnanswerable,
+        ));
     }
     let mut out = Vec::with_capacity(110);
     out.extend_from_slice(&frame[6..12]);

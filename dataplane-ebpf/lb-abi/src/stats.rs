@@ -95,6 +95,11 @@ counters! {
     /// Dropped: an IPv4 VIP packet without DF too big for the MTU once
     /// encapsulated (the balancer does not fragment).
     DropTooBig = "drop_too_big",
+    /// Dropped: a VIP packet too big for the MTU whose sender must not be
+    /// answered: a multicast, broadcast, reserved, unspecified or loopback
+    /// source (IPv4 0/8, 127/8, 224/3; IPv6 ::, ::1, ff00::/8), or a frame
+    /// sent to a group MAC (the reply would carry it as its source).
+    DropTooBigUnanswerable = "drop_too_big_unanswerable",
     /// Dropped: no room to push the outer header.
     DropNoHeadroom = "drop_no_headroom",
     /// Flow-table lookups that found nothing (or a stale backend). Hits are

@@ -12,6 +12,11 @@
 //! fits in 1280 bytes" allows, but enough for the client to match its
 //! socket, and it keeps the reply to a fixed size the verifier can follow.
 //! The reply's source is the VIP the packet was sent to.
+//!
+//! Some senders are never answered (the packet is dropped and counted):
+//! sources that are not one host (multicast, broadcast, reserved,
+//! unspecified) or are this host's own (loopback), and frames sent to a
+//! group MAC, whose reply would carry that MAC as its source.
 
 use aya_ebpf::{
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
@@ -41,9 +46,31 @@ pub fn answer(ctx: &XdpContext, h: &Headers, mtu: u32) -> Verdict {
         reply_v6(ctx, mtu)
     };
     match built {
-        Some(()) => Verdict::tx(GlobalCounter::TxIcmpTooBig),
-        None => Verdict::drop(GlobalCounter::DropNoHeadroom),
+        Ok(()) => Verdict::tx(GlobalCounter::TxIcmpTooBig),
+        Err(counter) => Verdict::drop(counter),
     }
+}
+
+/// Whether a frame was sent to a group (multicast or broadcast) MAC.
+#[inline(always)]
+fn to_group_mac(eth: *const u8) -> bool {
+    load::<u8>(eth, 0) & 1 != 0
+}
+
+/// Whether an IPv4 source (network order in memory) is one no reply may
+/// go to: 0/8, 127/8, or 224/3 (multicast, reserved, broadcast).
+#[inline(always)]
+fn unanswerable_v4(source: u32) -> bool {
+    let first = source as u8;
+    first == 0 || first == 127 || first >= 224
+}
+
+/// Whether an IPv6 source is one no reply may go to: ::, ::1, ff00::/8.
+#[inline(always)]
+fn unanswerable_v6(source: &[u32; 4]) -> bool {
+    let upper = source[0] | source[1] | source[2];
+    source[0] as u8 == 0xff
+        || (upper == 0 && (source[3] == 0 || source[3] == u32::from_ne_bytes([0, 0, 0, 1])))
 }
 
 /// The original MACs, swapped for the way back: (new dst as u32 + u16,
@@ -89,17 +116,21 @@ fn truncate(ctx: &XdpContext, len: usize) -> Option<()> {
 }
 
 #[inline(always)]
-fn reply_v4(ctx: &XdpContext, mtu: u32) -> Option<()> {
-    let f = bytes_at(ctx, 0, ETH_LEN + ICMP4_LEN - 8)?;
+fn reply_v4(ctx: &XdpContext, mtu: u32) -> Result<(), GlobalCounter> {
+    let no_room = GlobalCounter::DropNoHeadroom;
+    let f = bytes_at(ctx, 0, ETH_LEN + ICMP4_LEN - 8).ok_or(no_room)?;
     let macs = swapped_macs(f);
     let (client, vip): (u32, u32) = (load(f, ETH_LEN + 12), load(f, ETH_LEN + 16));
+    if to_group_mac(f) || unanswerable_v4(client) {
+        return Err(GlobalCounter::DropTooBigUnanswerable);
+    }
     // Room for a new IPv4 and ICMP header in front of the quoted header.
     let room = IPV4_LEN + 8;
     // SAFETY: moves ctx->data only; pointers are re-derived below.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(room as i32)) } != 0 {
-        return None;
+        return Err(no_room);
     }
-    let f = bytes_at(ctx, 0, ETH_LEN + IPV4_LEN + ICMP4_LEN)?;
+    let f = bytes_at(ctx, 0, ETH_LEN + IPV4_LEN + ICMP4_LEN).ok_or(no_room)?;
     write_macs(f, macs, ETH_P_IP);
     let ip = ETH_LEN;
     let w0 = u16::from_ne_bytes([0x45, 0]);
@@ -124,12 +155,13 @@ fn reply_v4(ctx: &XdpContext, mtu: u32) -> Option<()> {
     // SAFETY: `f` holds the whole reply (checked above).
     let sum = sum_words::<{ ICMP4_LEN / 2 }>(unsafe { f.add(icmp) }, 0);
     store(f, icmp + 2, fold(sum));
-    truncate(ctx, ETH_LEN + IPV4_LEN + ICMP4_LEN)
+    truncate(ctx, ETH_LEN + IPV4_LEN + ICMP4_LEN).ok_or(no_room)
 }
 
 #[inline(always)]
-fn reply_v6(ctx: &XdpContext, mtu: u32) -> Option<()> {
-    let f = bytes_at(ctx, 0, ETH_LEN + ICMP6_LEN - 8)?;
+fn reply_v6(ctx: &XdpContext, mtu: u32) -> Result<(), GlobalCounter> {
+    let no_room = GlobalCounter::DropNoHeadroom;
+    let f = bytes_at(ctx, 0, ETH_LEN + ICMP6_LEN - 8).ok_or(no_room)?;
     let macs = swapped_macs(f);
     let client: [u32; 4] = [
         load(f, ETH_LEN + 8),
@@ -137,6 +169,9 @@ fn reply_v6(ctx: &XdpContext, mtu: u32) -> Option<()> {
         load(f, ETH_LEN + 16),
         load(f, ETH_LEN + 20),
     ];
+    if to_group_mac(f) || unanswerable_v6(&client) {
+        return Err(GlobalCounter::DropTooBigUnanswerable);
+    }
     let vip: [u32; 4] = [
         load(f, ETH_LEN + 24),
         load(f, ETH_LEN + 28),
@@ -146,9 +181,9 @@ fn reply_v6(ctx: &XdpContext, mtu: u32) -> Option<()> {
     let room = IPV6_LEN + 8;
     // SAFETY: moves ctx->data only; pointers are re-derived below.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(room as i32)) } != 0 {
-        return None;
+        return Err(no_room);
     }
-    let f = bytes_at(ctx, 0, ETH_LEN + IPV6_LEN + ICMP6_LEN)?;
+    let f = bytes_at(ctx, 0, ETH_LEN + IPV6_LEN + ICMP6_LEN).ok_or(no_room)?;
     write_macs(f, macs, ETH_P_IPV6);
     let ip = ETH_LEN;
     store(f, ip, u32::from_ne_bytes([0x60, 0, 0, 0]));
@@ -168,5 +203,5 @@ fn reply_v6(ctx: &XdpContext, mtu: u32) -> Option<()> {
     // SAFETY: as above.
     sum = sum_words::<{ ICMP6_LEN / 2 }>(unsafe { f.add(icmp) }, sum);
     store(f, icmp + 2, fold(sum));
-    truncate(ctx, ETH_LEN + IPV6_LEN + ICMP6_LEN)
+    truncate(ctx, ETH_LEN + IPV6_LEN + ICMP6_LEN).ok_or(no_room)
 }
