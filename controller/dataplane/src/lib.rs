@@ -65,6 +65,7 @@ use lb_abi::{
     flood::FLOOD_THRESHOLD,
     flow::{FLOWS, UDP_FLOW_TIMEOUT_NS},
     flow_cache::{CACHES_ENABLED, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_SLOTS, TCP_REFRESH_NS},
+    reply_limit::{REPLY_COST_NS, reply_cost_ns},
     ring::{RING_SIZE, RINGS},
     stats::{BACKEND_STATS, VIP_STATS},
     vip::{VIP_GENERATIONS, VIP_STATE, VIPS},
@@ -141,6 +142,11 @@ impl Dataplane {
             .override_global(FLOW_CACHE_SLOTS, &cache_slots, true)
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
             .override_global(UDP_FLOW_TIMEOUT_NS, &udp_timeout_ns, true)
+            .override_global(
+                REPLY_COST_NS,
+                &reply_cost_ns(options.too_big_replies_per_cpu_per_sec),
+                true,
+            )
             .override_global(
                 TCP_REFRESH_NS,
                 &(options.tcp_flow_refresh.as_nanos() as u64),

@@ -36,6 +36,11 @@ pub struct LoadOptions {
     /// table takes to turn over under the heaviest new-flow rate (8M
     /// entries at 1M new flows/s: 8 s). Default 250 ms.
     pub tcp_flow_refresh: std::time::Duration,
+    /// Too-big replies (ICMP fragmentation-needed, ICMPv6 packet-too-big)
+    /// per second per CPU, in bursts of up to one second's worth; more are
+    /// dropped and counted (`drop_too_big_rate_limited`). 0 = no limit.
+    /// Default 1000.
+    pub too_big_replies_per_cpu_per_sec: u32,
     /// SYN-flood guard: new flows per second per CPU past which new flows
     /// are balanced but not recorded in the flow table; 0 = no limit.
     /// Default 125,000 (Katran's).
@@ -73,6 +78,7 @@ impl Default for LoadOptions {
             flow_table_entries: limits::DEFAULT_FLOW_TABLE_ENTRIES,
             udp_flow_timeout: std::time::Duration::from_nanos(limits::DEFAULT_UDP_FLOW_TIMEOUT_NS),
             tcp_flow_refresh: std::time::Duration::from_nanos(limits::DEFAULT_TCP_REFRESH_NS),
+            too_big_replies_per_cpu_per_sec: limits::DEFAULT_TOO_BIG_REPLIES_PER_CPU_PER_SEC,
             new_flows_per_cpu_per_sec: limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC,
             per_cpu_caches: cfg!(target_arch = "x86_64"),
             flow_cache_slots: flow_cache::DEFAULT_FLOW_CACHE_SLOTS,

@@ -924,3 +924,46 @@ fn too_big_replies_never_go_to_group_loopback_or_unspecified_senders() {
     let stats = dp.programmer().stats().unwrap();
     assert_eq!(stats.global(GlobalCounter::DropTooBigUnanswerable), 9);
 }
+
+/// Spoofed oversized packets must not turn the balancer into a reflector:
+/// each CPU answers at most its rate of too-big replies (a burst of one
+/// second's worth, then the rate), and drops and counts the rest.
+#[test]
+fn too_big_replies_are_rate_limited_per_cpu() {
+    let mut dp = Dataplane::load(&LoadOptions {
+        too_big_replies_per_cpu_per_sec: 10,
+        ..small_options(1021)
+    })
+    .expect("load dataplane (run as root)");
+    dp.programmer()
+        .set_node(&lb_dataplane::NodeConfig {
+            mtu: 1280,
+            ..node()
+        })
+        .unwrap();
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &[("10.1.0.1", 1)]))
+        .unwrap();
+    pin_to_cpu(1);
+    let runner = dp.runner(ProgramKind::Balancer).unwrap();
+    let mut answered = 0;
+    let started = std::time::Instant::now();
+    for n in 0..40u16 {
+        let mut frame = tcp("192.0.2.1", 4000 + n, VIP4, 80, Tcp::Ack, &[7; 1280]);
+        frame[20] |= 0x40; // DF
+        let out = runner.run(&frame).unwrap();
+        answered += usize::from(out.action == 3);
+    }
+    // Ten for the burst, and one more for each 100 ms the loop took.
+    let refilled = (started.elapsed().as_millis() / 100) as usize;
+    assert!(
+        (10..=10 + refilled).contains(&answered),
+        "{answered} of 40 answered"
+    );
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(stats.global(GlobalCounter::TxIcmpTooBig), answered as u64);
+    assert_eq!(
+        stats.global(GlobalCounter::DropTooBigRateLimited),
+        40 - answered as u64
+    );
+}

@@ -35,6 +35,7 @@ pub mod flow;
 pub mod flow_cache;
 pub mod hash;
 pub mod limits;
+pub mod reply_limit;
 pub mod ring;
 pub mod stats;
 pub mod vip;
@@ -136,6 +137,7 @@ mod pod {
     unsafe impl aya::Pod for crate::control::Control {}
     unsafe impl aya::Pod for crate::stats::TrafficCounters {}
     unsafe impl aya::Pod for crate::flood::FloodWindow {}
+    unsafe impl aya::Pod for crate::reply_limit::ReplyBucket {}
     unsafe impl aya::Pod for crate::AddrKey {}
     unsafe impl aya::Pod for crate::writer::WriterState {}
     unsafe impl aya::Pod for crate::writer::Member {}

@@ -19,6 +19,9 @@ pub const DEFAULT_UDP_FLOW_TIMEOUT_NS: u64 = 30_000_000_000;
 /// without touching its flow-table entry (so the LRU does not take it for
 /// idle), ns: 250 ms, well below the time a full table takes to turn over.
 pub const DEFAULT_TCP_REFRESH_NS: u64 = 250_000_000;
+/// Default too-big replies (ICMP fragmentation-needed, ICMPv6
+/// packet-too-big) per second per CPU; more are dropped and counted.
+pub const DEFAULT_TOO_BIG_REPLIES_PER_CPU_PER_SEC: u32 = 1000;
 /// Default flood threshold: new flows per second per CPU above which new
 /// flows are no longer recorded in the flow table (Katran's MAX_CONN_RATE).
 pub const DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC: u32 = 125_000;

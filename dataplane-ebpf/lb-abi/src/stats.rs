@@ -100,6 +100,10 @@ counters! {
     /// source (IPv4 0/8, 127/8, 224/3; IPv6 ::, ::1, ff00::/8), or a frame
     /// sent to a group MAC (the reply would carry it as its source).
     DropTooBigUnanswerable = "drop_too_big_unanswerable",
+    /// Dropped: a VIP packet too big for the MTU, not answered because this
+    /// CPU sent as many too-big replies as it may for now
+    /// (`lb_abi::reply_limit`).
+    DropTooBigRateLimited = "drop_too_big_rate_limited",
     /// Dropped: no room to push the outer header.
     DropNoHeadroom = "drop_no_headroom",
     /// Flow-table lookups that found nothing (or a stale backend). Hits are

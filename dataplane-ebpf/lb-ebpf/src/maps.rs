@@ -15,6 +15,7 @@ use lb_abi::{
     flow::{FlowKey, FlowValue},
     flow_cache::{DEFAULT_FLOW_CACHE_SLOTS, FlowCacheSlot},
     limits::placeholder,
+    reply_limit::ReplyBucket,
     ring::RingPair,
     stats::{GLOBAL_COUNTERS, TrafficCounters},
     vip::{VipKey, VipState},
@@ -81,6 +82,9 @@ pub static VIP_ADDRS: HashMap<AddrKey, u32, { placeholder::VIPS }, { BPF_F_NO_PR
 pub static FLOOD: PerCpuArray<FloodWindow, 1> = PerCpuArray::new();
 
 #[btf_map]
+pub static REPLY_BUCKET: PerCpuArray<ReplyBucket, 1> = PerCpuArray::new();
+
+#[btf_map]
 pub static VIP_STATS: PerCpuArray<TrafficCounters, { placeholder::VIPS }> = PerCpuArray::new();
 
 #[btf_map]
@@ -122,6 +126,18 @@ static TCP_REFRESH_NS: u64 = lb_abi::limits::DEFAULT_TCP_REFRESH_NS;
 pub fn tcp_refresh_ns() -> u64 {
     // SAFETY: as for `ring_size`.
     unsafe { core::ptr::read_volatile(&TCP_REFRESH_NS) }
+}
+
+/// Cost of one too-big reply, ns (`lb_abi::reply_limit`); 0 = no limit.
+/// Set by the loader.
+#[unsafe(no_mangle)]
+static REPLY_COST_NS: u64 =
+    lb_abi::reply_limit::reply_cost_ns(lb_abi::limits::DEFAULT_TOO_BIG_REPLIES_PER_CPU_PER_SEC);
+
+#[inline(always)]
+pub fn reply_cost_ns() -> u64 {
+    // SAFETY: as for `ring_size`.
+    unsafe { core::ptr::read_volatile(&REPLY_COST_NS) }
 }
 
 /// Length of a kernel tick, ns (see `lb_abi::clock`). Set by the loader;

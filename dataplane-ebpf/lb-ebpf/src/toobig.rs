@@ -16,7 +16,8 @@
 //! Some senders are never answered (the packet is dropped and counted):
 //! sources that are not one host (multicast, broadcast, reserved,
 //! unspecified) or are this host's own (loopback), and frames sent to a
-//! group MAC, whose reply would carry that MAC as its source.
+//! group MAC, whose reply would carry that MAC as its source. The rest are
+//! answered at most at the rate `lb_abi::reply_limit` allows per CPU.
 
 use aya_ebpf::{
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
@@ -25,7 +26,11 @@ use aya_ebpf::{
 use lb_abi::{FAMILY_V4, stats::GlobalCounter};
 use lb_ebpf::packet::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN, bytes_at, load, store};
 
-use crate::{parse::Headers, verdict::Verdict};
+use crate::{
+    maps::{REPLY_BUCKET, reply_cost_ns},
+    parse::Headers,
+    verdict::Verdict,
+};
 
 /// ICMP header plus the quoted IPv4 header and 8 bytes.
 const ICMP4_LEN: usize = 8 + IPV4_LEN + 8;
@@ -49,6 +54,20 @@ pub fn answer(ctx: &XdpContext, h: &Headers, mtu: u32) -> Verdict {
         Ok(()) => Verdict::tx(GlobalCounter::TxIcmpTooBig),
         Err(counter) => Verdict::drop(counter),
     }
+}
+
+/// Takes one reply's credit from this CPU's bucket; `false`: over the rate.
+#[inline(always)]
+fn admit_reply() -> bool {
+    let cost = reply_cost_ns();
+    if cost == 0 {
+        return true;
+    }
+    let Some(bucket) = REPLY_BUCKET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot, only this CPU touches it.
+    unsafe { (*bucket).admit(crate::clock::now_ns(), cost) }
 }
 
 /// Whether a frame was sent to a group (multicast or broadcast) MAC.
@@ -124,6 +143,9 @@ fn reply_v4(ctx: &XdpContext, mtu: u32) -> Result<(), GlobalCounter> {
     if to_group_mac(f) || unanswerable_v4(client) {
         return Err(GlobalCounter::DropTooBigUnanswerable);
     }
+    if !admit_reply() {
+        return Err(GlobalCounter::DropTooBigRateLimited);
+    }
     // Room for a new IPv4 and ICMP header in front of the quoted header.
     let room = IPV4_LEN + 8;
     // SAFETY: moves ctx->data only; pointers are re-derived below.
@@ -171,6 +193,9 @@ fn reply_v6(ctx: &XdpContext, mtu: u32) -> Result<(), GlobalCounter> {
     ];
     if to_group_mac(f) || unanswerable_v6(&client) {
         return Err(GlobalCounter::DropTooBigUnanswerable);
+    }
+    if !admit_reply() {
+        return Err(GlobalCounter::DropTooBigRateLimited);
     }
     let vip: [u32; 4] = [
         load(f, ETH_LEN + 24),

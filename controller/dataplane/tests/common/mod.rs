@@ -15,13 +15,16 @@ pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 
-/// Sizes small enough for many tests to load in parallel.
+/// Sizes small enough for many tests to load in parallel, and too-big
+/// replies without a rate limit (the model has none: it cannot know the
+/// time).
 pub fn small_options(ring_size: u32) -> LoadOptions {
     LoadOptions {
         ring_size,
         max_vips: 32,
         max_backends: 256,
         flow_table_entries: 1 << 17,
+        too_big_replies_per_cpu_per_sec: 0,
         ..LoadOptions::default()
     }
 }
