@@ -41,6 +41,16 @@ fn setup() -> (Dataplane, Model) {
     (dp, model)
 }
 
+/// [`setup`] with the node MTU at `mtu`.
+fn setup_at_mtu(mtu: u16) -> (Dataplane, Model) {
+    let (mut dp, mut model) = setup();
+    dp.programmer()
+        .set_node(&lb_dataplane::NodeConfig { mtu, ..node() })
+        .unwrap();
+    resync(&mut dp, &mut model);
+    (dp, model)
+}
+
 fn outer_dst(frame: &[u8]) -> std::net::IpAddr {
     match SlicedPacket::from_ethernet(frame).unwrap().net.unwrap() {
         NetSlice::Ipv4(ip) => ip.header().destination_addr().into(),
@@ -621,12 +631,8 @@ fn a_flow_entry_holding_another_flows_value_is_not_followed() {
 
 #[test]
 fn at_the_mtu_is_sent_one_byte_over_is_answered_or_dropped() {
-    let (mut dp, mut model) = setup();
     let mtu = 1280u16;
-    dp.programmer()
-        .set_node(&lb_dataplane::NodeConfig { mtu, ..node() })
-        .unwrap();
-    resync(&mut dp, &mut model);
+    let (dp, mut model) = setup_at_mtu(mtu);
     // IPv4 to an IPv4 backend: 20 bytes of outer header.
     let fits = |payload: usize| {
         let mut f = tcp("192.0.2.1", 4000, VIP4, 80, Tcp::Ack, &vec![7; payload]);
@@ -876,12 +882,8 @@ fn ipv6_extension_headers_and_empty_udp() {
 /// source next to them is still answered.
 #[test]
 fn too_big_replies_never_go_to_group_loopback_or_unspecified_senders() {
-    let (mut dp, mut model) = setup();
     let mtu = 1280u16;
-    dp.programmer()
-        .set_node(&lb_dataplane::NodeConfig { mtu, ..node() })
-        .unwrap();
-    resync(&mut dp, &mut model);
+    let (mut dp, mut model) = setup_at_mtu(mtu);
     let too_big = |src: &str, dst: &str, port: u16| {
         let mut f = tcp(src, 4000, dst, port, Tcp::Ack, &vec![7; usize::from(mtu)]);
         if src.contains('.') {

@@ -12,8 +12,8 @@ use lb_abi::{
     vip::{VipKey, flags},
 };
 use lb_dataplane::{
-    BackendConfig, Batch, Dataplane, DataplaneError, LoadOptions, NodeConfig, Protocol, VipConfig,
-    programmer::Snapshot,
+    BackendConfig, Batch, Dataplane, DataplaneError, LoadOptions, NodeConfig, Programmer, Protocol,
+    VipConfig, programmer::Snapshot,
 };
 use lb_model::DataplaneState;
 
@@ -84,6 +84,23 @@ fn random_batch(rng: &mut Rng, programmed: &[VipKey]) -> Batch {
     batch
 }
 
+/// Tight tables: batches get refused for room and ids recycle.
+fn tight_dataplane() -> Dataplane {
+    Dataplane::load(&LoadOptions {
+        max_vips: 8,
+        max_backends: 40,
+        ..small_options(251)
+    })
+    .expect("load dataplane (run as root)")
+}
+
+/// The programmed VIPs' keys in a fixed order, so a seeded run replays.
+fn programmed(programmer: &Programmer) -> Vec<VipKey> {
+    let mut keys: Vec<VipKey> = programmer.vips().map(VipConfig::key).collect();
+    keys.sort_by_key(|k| (k.family, k.addr, k.port, k.proto));
+    keys
+}
+
 /// The state in force: a batch that needs room may pay the reader barrier
 /// before it fails, which frees what was retired (and bumps nothing else).
 fn in_force(s: &Snapshot) -> Snapshot {
@@ -109,21 +126,13 @@ fn live(mut state: DataplaneState) -> DataplaneState {
 
 #[test]
 fn read_back_equals_the_programmer_after_random_batches_and_failures() {
-    let mut dp = Dataplane::load(&LoadOptions {
-        // Tight tables: batches get refused for room and ids recycle.
-        max_vips: 8,
-        max_backends: 40,
-        ..small_options(251)
-    })
-    .expect("load dataplane (run as root)");
+    let mut dp = tight_dataplane();
     let programmer = dp.programmer();
     programmer.set_node(&node()).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut injected, mut full, mut applied) = (0, 0, 0);
     for round in 0..400 {
-        let mut programmed: Vec<VipKey> = programmer.vips().map(VipConfig::key).collect();
-        programmed.sort_by_key(|k| (k.family, k.addr, k.port, k.proto));
-        let batch = random_batch(&mut rng, &programmed);
+        let batch = random_batch(&mut rng, &programmed(programmer));
         let before = programmer.snapshot();
         let before_state = programmer.state();
         let inject = rng.below(3) == 0;
@@ -168,24 +177,19 @@ fn read_back_equals_the_programmer_after_random_batches_and_failures() {
 
 #[test]
 fn an_adopted_programmer_continues_past_every_mark() {
-    let mut dp = Dataplane::load(&LoadOptions {
-        max_vips: 8,
-        max_backends: 40,
-        ..small_options(251)
-    })
-    .expect("load dataplane (run as root)");
+    let mut dp = tight_dataplane();
     let original = dp.programmer();
     original.set_node(&node()).unwrap();
     let mut rng = Rng(7);
     for _ in 0..60 {
-        let programmed: Vec<VipKey> = original.vips().map(VipConfig::key).collect();
-        let _ = original.apply(&random_batch(&mut rng, &programmed));
+        let batch = random_batch(&mut rng, &programmed(original));
+        let _ = original.apply(&batch);
     }
     let before = original.snapshot();
     let mut adopted = original.read_back().unwrap();
     for _ in 0..60 {
-        let programmed: Vec<VipKey> = adopted.vips().map(VipConfig::key).collect();
-        let _ = adopted.apply(&random_batch(&mut rng, &programmed));
+        let batch = random_batch(&mut rng, &programmed(&adopted));
+        let _ = adopted.apply(&batch);
         assert_eq!(adopted.read_back().unwrap().snapshot(), adopted.snapshot());
     }
     let after = adopted.snapshot();

@@ -164,20 +164,7 @@ impl Model {
             };
             self.flows.insert(
                 pkt.key,
-                FlowValue {
-                    backend: recorded,
-                    backend_id: id,
-                    vip_index: vip.vip_index,
-                    vip_generation: vip.generation,
-                    key_tag: lb_abi::flow::flow_tag(
-                        &pkt.key,
-                        id,
-                        recorded.generation,
-                        vip.vip_index,
-                        vip.generation,
-                    ),
-                    last_seen_ns: 0,
-                },
+                FlowValue::tagged(&pkt.key, recorded, id, vip.vip_index, vip.generation, 0),
             );
         }
         too_big(&self.state, frame, &pkt, &backend)?;

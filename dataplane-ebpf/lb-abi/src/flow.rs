@@ -69,6 +69,36 @@ pub struct FlowValue {
     pub last_seen_ns: u64,
 }
 
+impl FlowValue {
+    /// The entry for `key` that sends to `backend` (its generation as the
+    /// entry records it) under id `backend_id`, placed by the VIP at
+    /// `vip_index` in `vip_generation`, its tag computed.
+    #[inline(always)]
+    pub const fn tagged(
+        key: &FlowKey,
+        backend: Backend,
+        backend_id: u32,
+        vip_index: u32,
+        vip_generation: u32,
+        last_seen_ns: u64,
+    ) -> Self {
+        Self {
+            backend,
+            backend_id,
+            vip_index,
+            vip_generation,
+            key_tag: flow_tag(
+                key,
+                backend_id,
+                backend.generation,
+                vip_index,
+                vip_generation,
+            ),
+            last_seen_ns,
+        }
+    }
+}
+
 /// One word folded into a tag.
 #[inline(always)]
 const fn step(h: u64, w: u64) -> u64 {

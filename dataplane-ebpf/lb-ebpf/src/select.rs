@@ -56,25 +56,19 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &LiveVip) -> Result<Selection, Ve
         // Not read atomically with the word: one newer than the ring we
         // read only pins the flow to a backend that ring chose, and if that
         // backend has left the VIP since, its own generation ends the flow.
-        let vip_generation = vip.generation;
-        let value = FlowValue {
-            backend,
-            backend_id: chosen.backend_id,
-            vip_index: vip.vip_index,
-            vip_generation,
-            key_tag: flow_tag(
-                key,
-                chosen.backend_id,
-                backend.generation,
-                vip.vip_index,
-                vip_generation,
-            ),
-            last_seen_ns: if key.proto == PROTO_UDP {
-                clock::now_ns()
-            } else {
-                0
-            },
+        let last_seen_ns = if key.proto == PROTO_UDP {
+            clock::now_ns()
+        } else {
+            0
         };
+        let value = FlowValue::tagged(
+            key,
+            backend,
+            chosen.backend_id,
+            vip.vip_index,
+            vip.generation,
+            last_seen_ns,
+        );
         // A full LRU evicts; a failed insert only costs affinity, never the
         // packet.
         let _ = FLOWS.insert(key, &value, u64::from(BPF_ANY));
@@ -205,20 +199,14 @@ fn keep_tcp_entry(slot: &mut FlowCacheSlot, key: &FlowKey, index: u32) {
     let Some(&vip_generation) = VIP_GENERATIONS.get(slot.vip_index) else {
         return;
     };
-    let value = FlowValue {
-        backend: slot.backend,
-        backend_id: slot.backend_id,
-        vip_index: slot.vip_index,
+    let value = FlowValue::tagged(
+        key,
+        slot.backend,
+        slot.backend_id,
+        slot.vip_index,
         vip_generation,
-        key_tag: flow_tag(
-            key,
-            slot.backend_id,
-            slot.backend.generation,
-            slot.vip_index,
-            vip_generation,
-        ),
-        last_seen_ns: 0,
-    };
+        0,
+    );
     let _ = FLOWS.insert(key, &value, u64::from(BPF_ANY));
     // A table write for the key, like any: copies of the old entry go.
     bump_epoch(index);

@@ -67,6 +67,14 @@ fn map_lookup(key: &VipKey) -> Result<LiveVip, Verdict> {
     if !same_vip(owner, &asked) {
         return Err(not_vip());
     }
+    unpack(index, state, word)
+}
+
+/// The VIP at `index` whose state is at `state` and whose word was read
+/// as `word`; pass for a word that names no VIP.
+#[inline(always)]
+fn unpack(index: u32, state: *const VipState, word: u64) -> Result<LiveVip, Verdict> {
+    // SAFETY: as in `map_lookup`; a u32 written whole.
     let generation = unsafe { (*state).generation };
     VipState::unpack(index, word, generation).ok_or(not_vip())
 }
@@ -94,8 +102,7 @@ fn cached_lookup(key: &VipKey) -> Result<LiveVip, Verdict> {
         let state = VIP_STATE.get_ptr(index).ok_or(not_vip())?;
         // SAFETY: as in `map_lookup`.
         let word = unsafe { core::ptr::read_volatile(&(*state).word) };
-        let generation = unsafe { (*state).generation };
-        return VipState::unpack(index, word, generation).ok_or(not_vip());
+        return unpack(index, state, word);
     }
     let live = map_lookup(key)?;
     // Field by field: a whole-struct write compiles to a call to a
