@@ -285,13 +285,15 @@ fn main() {
     let empty_frame = non_vip.clone();
     // What a backend receives: our balancer's frame for a v4 SYN, as the
     // model builds it. Both decaps strip it and pass the inner packet on;
-    // ours also checks that the outer destination is its address.
+    // ours also checks that the outer destination is its address and the
+    // inner one a VIP it serves.
     let tunnelled = Model::new(ours_guarded.programmer().state().clone())
         .process(&frame("192.0.2.9", v4_vip, true))
         .frame;
     let mut our_decap = Decap::load_for_bench().unwrap();
     let backend: [u8; 4] = tunnelled[30..34].try_into().unwrap();
     our_decap.add_address(backend.into()).unwrap();
+    our_decap.add_vip(v4_vip.parse().unwrap()).unwrap();
     let mut paths: Vec<Path> = [
         ("v4 SYN", frame(v4_client, v4_vip, true), Side::Guarded, tx),
         ("v4 flow-table hit", v4_ack, Side::Flows, tx),

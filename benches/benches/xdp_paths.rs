@@ -51,6 +51,7 @@ fn main() {
     let backend: [u8; 4] = tunnelled[30..34].try_into().unwrap();
     let mut decap = Decap::load_for_bench().unwrap();
     decap.add_address(backend.into()).unwrap();
+    decap.add_vip("10.0.0.100".parse().unwrap()).unwrap();
 
     let v4_ack = frame("192.0.2.1", "10.0.0.100", false);
     let v6_ack = frame("2001:db8:c::1", "2001:db8::100", false);

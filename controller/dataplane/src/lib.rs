@@ -76,7 +76,7 @@ use crate::maps::Maps;
 pub use crate::{
     batch::{Batch, Rejection, describe},
     config::{AttachMode, BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
-    decap::{Decap, DecapStats},
+    decap::{Decap, DecapStats, RefusedPolicy},
     error::DataplaneError,
     options::{LoadOptions, MapMemory},
     programmer::Programmer,

@@ -139,6 +139,8 @@ mod pod {
     unsafe impl aya::Pod for crate::flood::FloodWindow {}
     unsafe impl aya::Pod for crate::reply_limit::ReplyBucket {}
     unsafe impl aya::Pod for crate::AddrKey {}
+    unsafe impl aya::Pod for crate::decap::SourcePrefix {}
+    unsafe impl aya::Pod for crate::decap::DecapPolicy {}
     unsafe impl aya::Pod for crate::writer::WriterState {}
     unsafe impl aya::Pod for crate::writer::Member {}
 }

@@ -15,3 +15,14 @@ pub fn ipv4_header(words: &[u16; 5], src: u32, dst: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
 }
+
+/// A header checksum after one 16-bit word of what it covers changed from
+/// `old` to `new` (RFC 1624, eqn. 3). All three as loaded from the packet:
+/// the one's-complement sum does not depend on byte order.
+#[inline(always)]
+pub fn replace16(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}

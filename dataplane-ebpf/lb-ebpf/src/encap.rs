@@ -132,7 +132,7 @@ fn write_ipv4(frame: *mut u8, control: &Control, h: &Headers, backend: &Backend,
     let w0 = u16::from_ne_bytes([0x45, h.tos]);
     let w1 = ((h.ip_len + IPV4_LEN as u32) as u16).to_be();
     let w4 = u16::from_ne_bytes([control.outer_ttl, IPPROTO_IPIP]);
-    let csum = crate::csum::ipv4_header(&[w0, w1, 0, IP_DF, w4], src, dst);
+    let csum = lb_ebpf::csum::ipv4_header(&[w0, w1, 0, IP_DF, w4], src, dst);
     store(ip, 0, w0);
     store(ip, 2, w1);
     store(ip, 4, 0u16);

@@ -3,4 +3,5 @@
 //! (src/bin/decap.rs) for backends.
 #![no_std]
 
+pub mod csum;
 pub mod packet;

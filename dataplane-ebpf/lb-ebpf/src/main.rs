@@ -21,7 +21,6 @@
 #![allow(internal_features)]
 
 mod clock;
-mod csum;
 mod encap;
 mod flood;
 mod icmp;

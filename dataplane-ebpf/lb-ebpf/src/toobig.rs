@@ -165,7 +165,7 @@ fn reply_v4(ctx: &XdpContext, mtu: u32) -> Result<(), GlobalCounter> {
     store(
         f,
         ip + 10,
-        crate::csum::ipv4_header(&[w0, w1, 0, 0, w4], vip, client),
+        lb_ebpf::csum::ipv4_header(&[w0, w1, 0, 0, w4], vip, client),
     );
     store(f, ip + 12, vip);
     store(f, ip + 16, client);

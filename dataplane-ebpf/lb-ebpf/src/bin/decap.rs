@@ -3,9 +3,11 @@
 //! Strips the balancer's outer header (IPIP, IP6IP6 or 4in6) from packets
 //! addressed to one of this host's tunnel addresses and hands the inner
 //! packet to the kernel stack, which sees it as if the client had sent it
-//! here directly; the backend then answers the client itself (DSR). All
-//! other packets pass untouched. Every packet is counted once; see
-//! `lb_abi::decap`.
+//! here directly; the backend then answers the client itself (DSR). Only
+//! packets for this host's VIPs are stripped (and, when configured, only
+//! from the balancers' source prefixes); the rest are refused by policy.
+//! The outer ECN mark is carried inward by RFC 6040. All other packets pass
+//! untouched. Every packet is counted once; see `lb_abi::decap`.
 #![no_std]
 #![no_main]
 
@@ -18,8 +20,13 @@ use aya_ebpf::{
 };
 use lb_abi::{
     AddrKey, FAMILY_V4, FAMILY_V6,
-    decap::{DECAP_COUNTERS, DecapCounter, MAX_TUNNEL_ADDRS},
+    decap::{
+        DECAP_COUNTERS, DECAP_VIP_PROBES, DECAP_VIP_SLOTS, DecapCounter, DecapPolicy, ECN_DROP,
+        MAX_SOURCE_PREFIXES, MAX_TUNNEL_ADDRS, REFUSED_PASS, SourcePrefix, ecn_on_strip,
+        vip_home_slot,
+    },
 };
+use lb_ebpf::csum;
 use lb_ebpf::packet::{
     ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_LEN, IPV6_LEN, bytes_at, load,
     store,
@@ -30,6 +37,15 @@ static DECAP_ADDRS: Array<AddrKey, { MAX_TUNNEL_ADDRS as usize }> = Array::new()
 
 #[btf_map]
 static DECAP_STATS: PerCpuArray<u64, { DECAP_COUNTERS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+static DECAP_VIPS: Array<AddrKey, { DECAP_VIP_SLOTS as usize }> = Array::new();
+
+#[btf_map]
+static DECAP_SOURCES: Array<SourcePrefix, { MAX_SOURCE_PREFIXES as usize }> = Array::new();
+
+#[btf_map]
+static DECAP_POLICY: Array<DecapPolicy, 1> = Array::new();
 
 /// Non-zero only in the benchmark harness: after stripping the outer
 /// header, put it back, so `BPF_PROG_TEST_RUN` with `repeat` decapsulates
@@ -46,13 +62,28 @@ pub fn decap(ctx: XdpContext) -> u32 {
         // SAFETY: a per-CPU slot, only this CPU writes it.
         unsafe { *slot += 1 };
     }
-    xdp_action::XDP_PASS
+    match counter {
+        DecapCounter::RefusedInnerNotVip | DecapCounter::RefusedOuterSource
+            if policy().refused != REFUSED_PASS =>
+        {
+            xdp_action::XDP_DROP
+        }
+        DecapCounter::DropCeNotEct => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn policy() -> DecapPolicy {
+    DECAP_POLICY.get(0).copied().unwrap_or_default()
 }
 
 /// The outer header of a tunnel packet to this host.
 struct Outer {
     len: usize,
     inner_v6: bool,
+    /// The outer ECN codepoint.
+    ecn: u8,
     counter: DecapCounter,
 }
 
@@ -77,6 +108,26 @@ fn strip(ctx: &XdpContext) -> Result<DecapCounter, DecapCounter> {
     if load::<u8>(inner, 0) >> 4 != version {
         return Err(DecapCounter::PassMalformed);
     }
+    let inner_dst = if outer.inner_v6 {
+        AddrKey::from_wire(
+            FAMILY_V6,
+            [
+                load(inner, 24),
+                load(inner, 28),
+                load(inner, 32),
+                load(inner, 36),
+            ],
+        )
+    } else {
+        AddrKey::from_wire(FAMILY_V4, [load(inner, 16), 0, 0, 0])
+    };
+    if !is_vip(&inner_dst) {
+        return Err(DecapCounter::RefusedInnerNotVip);
+    }
+    let ecn = ecn_on_strip(outer.ecn, inner_ecn(inner, outer.inner_v6));
+    if ecn == ECN_DROP {
+        return Err(DecapCounter::DropCeNotEct);
+    }
     let macs: (u64, u32) = (load(eth, 0), load(eth, 8));
     // SAFETY: a plain read of an initialised static.
     let restore = unsafe { core::ptr::read_volatile(&BENCH_RESTORE) } != 0;
@@ -94,6 +145,7 @@ fn strip(ctx: &XdpContext) -> Result<DecapCounter, DecapCounter> {
     store(eth, 0, macs.0);
     store(eth, 8, macs.1);
     store(eth, 12, if outer.inner_v6 { ETH_P_IPV6 } else { ETH_P_IP });
+    set_inner_ecn(ctx, outer.inner_v6, ecn)?;
     if let Some(words) = saved {
         restore_outer(ctx, &words, outer.len)?;
     }
@@ -139,6 +191,76 @@ fn restore_outer(
     Ok(())
 }
 
+/// The ECN codepoint of an IP header of the given family.
+#[inline(always)]
+fn inner_ecn(ip: *const u8, v6: bool) -> u8 {
+    if v6 {
+        (load::<u8>(ip, 1) >> 4) & 3
+    } else {
+        load::<u8>(ip, 1) & 3
+    }
+}
+
+/// Writes the stripped packet's ECN field, fixing the IPv4 checksum; a
+/// no-op when it is unchanged (the common case: no congestion mark).
+#[inline(always)]
+fn set_inner_ecn(ctx: &XdpContext, v6: bool, ecn: u8) -> Result<(), DecapCounter> {
+    if v6 {
+        let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN).ok_or(DecapCounter::PassMalformed)?;
+        let b1: u8 = load(ip, 1);
+        if (b1 >> 4) & 3 != ecn {
+            store(ip, 1, (b1 & !0x30) | (ecn << 4));
+        }
+    } else {
+        let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN).ok_or(DecapCounter::PassMalformed)?;
+        let old: u16 = load(ip, 0);
+        let tos: u8 = load(ip, 1);
+        if tos & 3 != ecn {
+            store(ip, 1, (tos & !3) | ecn);
+            let new: u16 = load(ip, 0);
+            store(ip, 10, csum::replace16(load(ip, 10), old, new));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the outer source is one of the balancers', when the policy
+/// asks.
+#[inline(always)]
+fn source_allowed(family: u8, src: &[u32; 4]) -> bool {
+    if policy().check_sources == 0 {
+        return true;
+    }
+    let mut i = 0;
+    while i < MAX_SOURCE_PREFIXES {
+        if let Some(p) = DECAP_SOURCES.get(i)
+            && p.contains(family, src)
+        {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether `dst` is one of this host's VIPs: somewhere in its probe
+/// window (see `lb_abi::decap`).
+#[inline(always)]
+fn is_vip(dst: &AddrKey) -> bool {
+    let home = vip_home_slot(&dst.addr);
+    let mut p = 0;
+    while p < DECAP_VIP_PROBES {
+        if let Some(slot) = DECAP_VIPS.get((home + p) & (DECAP_VIP_SLOTS - 1))
+            && slot.family == dst.family
+            && slot.addr == dst.addr
+        {
+            return true;
+        }
+        p += 1;
+    }
+    false
+}
+
 /// Whether `dst` is one of this host's tunnel addresses.
 #[inline(always)]
 fn is_local(dst: &AddrKey) -> bool {
@@ -172,9 +294,13 @@ fn outer_v4(ctx: &XdpContext) -> Result<Outer, DecapCounter> {
     if load::<u8>(ip, 0) != 0x45 {
         return Err(DecapCounter::PassMalformed);
     }
+    if !source_allowed(FAMILY_V4, &[load(ip, 12), 0, 0, 0]) {
+        return Err(DecapCounter::RefusedOuterSource);
+    }
     Ok(Outer {
         len: IPV4_LEN,
         inner_v6: false,
+        ecn: load::<u8>(ip, 1) & 3,
         counter: DecapCounter::DecapIpip,
     })
 }
@@ -197,9 +323,14 @@ fn outer_v6(ctx: &XdpContext) -> Result<Outer, DecapCounter> {
     if !is_local(&dst) {
         return Err(DecapCounter::PassNotLocal);
     }
+    let src = [load(ip, 8), load(ip, 12), load(ip, 16), load(ip, 20)];
+    if !source_allowed(FAMILY_V6, &src) {
+        return Err(DecapCounter::RefusedOuterSource);
+    }
     Ok(Outer {
         len: IPV6_LEN,
         inner_v6,
+        ecn: (load::<u8>(ip, 1) >> 4) & 3,
         counter,
     })
 }
