@@ -12,7 +12,7 @@ use lb_abi::{
     AddrKey,
     backend::Backend,
     control::Control,
-    filter::filter_bit,
+    filter::{address, filter_bit},
     ring::NO_RING,
     vip::{VipKey, VipState},
     writer::{FORMAT, WriterState},
@@ -99,9 +99,11 @@ pub(crate) struct Book {
     pub(crate) control: Option<(Control, u64)>,
     pub(crate) last_vip_generation: u32,
     pub(crate) last_backend_generation: u32,
-    /// Derived from `vips`: VIPs per address, per filter bit, and the
-    /// filter words as written.
+    /// Derived from `vips`: VIPs per address, those of them that open it
+    /// or pass echo, VIPs per filter bit, and the filter words as written.
     pub(crate) address_refs: HashMap<AddrKey, u32>,
+    pub(crate) open_refs: HashMap<AddrKey, u32>,
+    pub(crate) echo_refs: HashMap<AddrKey, u32>,
     pub(crate) filter_refs: HashMap<(u32, u64), u32>,
     pub(crate) filter_words: HashMap<u32, u64>,
 }
@@ -120,6 +122,8 @@ pub(crate) struct Changes {
     pub(crate) last_backend_generation: u32,
     /// Counts and words as they are after the plan (0: gone).
     pub(crate) address_refs: HashMap<AddrKey, u32>,
+    pub(crate) open_refs: HashMap<AddrKey, u32>,
+    pub(crate) echo_refs: HashMap<AddrKey, u32>,
     pub(crate) filter_refs: HashMap<(u32, u64), u32>,
     pub(crate) filter_words: HashMap<u32, u64>,
 }
@@ -137,6 +141,8 @@ impl Book {
             last_vip_generation: 0,
             last_backend_generation: lb_abi::backend::EMPTY_GENERATION,
             address_refs: HashMap::new(),
+            open_refs: HashMap::new(),
+            echo_refs: HashMap::new(),
             filter_refs: HashMap::new(),
             filter_words: HashMap::new(),
         }
@@ -174,6 +180,8 @@ impl Book {
         self.last_vip_generation = changes.last_vip_generation;
         self.last_backend_generation = changes.last_backend_generation;
         set_counts(&mut self.address_refs, changes.address_refs);
+        set_counts(&mut self.open_refs, changes.open_refs);
+        set_counts(&mut self.echo_refs, changes.echo_refs);
         set_counts(&mut self.filter_refs, changes.filter_refs);
         for (word, bits) in changes.filter_words {
             self.filter_words.insert(word, bits);
@@ -184,13 +192,20 @@ impl Book {
     /// make.
     pub(crate) fn derive_filter(&mut self) {
         self.address_refs.clear();
+        self.open_refs.clear();
+        self.echo_refs.clear();
         self.filter_refs.clear();
         self.filter_words.clear();
-        for key in self.vips.keys() {
-            *self
-                .address_refs
-                .entry(AddrKey::from_wire(key.family, key.addr))
-                .or_default() += 1;
+        for (key, record) in &self.vips {
+            let address = AddrKey::from_wire(key.family, key.addr);
+            *self.address_refs.entry(address).or_default() += 1;
+            let bits = address::from_vip_flags(record.config.flags);
+            if bits & address::OPEN != 0 {
+                *self.open_refs.entry(address).or_default() += 1;
+            }
+            if bits & address::PASS_ECHO != 0 {
+                *self.echo_refs.entry(address).or_default() += 1;
+            }
             let bit = filter_bit(&key.addr);
             *self.filter_refs.entry(bit).or_default() += 1;
             *self.filter_words.entry(bit.0).or_default() |= bit.1;

@@ -9,7 +9,7 @@ use lb_abi::{
     AddrKey,
     backend::{Backend, RETIRED},
     control::Control,
-    filter::filter_bit,
+    filter::{address, filter_bit},
     ring::NO_RING,
     vip::{VipKey, VipState, flags},
     wire_addr,
@@ -225,7 +225,7 @@ impl Planner<'_> {
         if old.generation != 0 {
             self.set_generation(index, 0, old.generation);
         }
-        self.filter_remove(key);
+        self.filter_remove(key, old.config.flags);
         let leaving: Vec<(IpAddr, BackendId)> = old
             .config
             .backends
@@ -298,7 +298,7 @@ impl Planner<'_> {
                 });
                 // The filter bit goes up before the VIP exists, so no
                 // packet of the VIP is ever filtered out.
-                self.filter_add(&key);
+                self.filter_add(&key, u.config.flags);
                 self.writes.push(Write::VipWord {
                     index,
                     word: record.word(),
@@ -308,6 +308,9 @@ impl Planner<'_> {
                 self.writes.push(Write::BumpVipCacheEpoch);
             }
             Some(p) => {
+                if p.config.flags != u.config.flags {
+                    self.address_change(&key, 0, p.config.flags, u.config.flags);
+                }
                 if p.config.revision != u.config.revision {
                     self.writes.push(Write::VipRevision {
                         index,
@@ -459,13 +462,10 @@ impl Planner<'_> {
         *g
     }
 
-    /// Counts a VIP on its address: filter bit and exact address entry go
-    /// up with the address's first VIP.
-    fn filter_add(&mut self, key: &VipKey) {
-        let address = AddrKey::from_wire(key.family, key.addr);
-        if self.bump_address(address, 1) == 1 {
-            self.writes.push(Write::VipAddrInsert(address));
-        }
+    /// Counts a VIP with `flags` on its address: filter bit and exact
+    /// address entry go up with the address's first VIP.
+    fn filter_add(&mut self, key: &VipKey, flags: u32) {
+        self.address_change(key, 1, 0, flags);
         let bit = filter_bit(&key.addr);
         if self.bump_bit(bit, 1) == 1 {
             let old = self.filter_word(bit.0);
@@ -474,11 +474,8 @@ impl Planner<'_> {
     }
 
     /// The reverse of [`Self::filter_add`], after the VIP is gone.
-    fn filter_remove(&mut self, key: &VipKey) {
-        let address = AddrKey::from_wire(key.family, key.addr);
-        if self.bump_address(address, -1) == 0 {
-            self.writes.push(Write::VipAddrRemove(address));
-        }
+    fn filter_remove(&mut self, key: &VipKey, flags: u32) {
+        self.address_change(key, -1, flags, 0);
         let bit = filter_bit(&key.addr);
         if self.bump_bit(bit, -1) == 0 {
             let old = self.filter_word(bit.0);
@@ -486,13 +483,60 @@ impl Planner<'_> {
         }
     }
 
-    fn bump_address(&mut self, address: AddrKey, by: i32) -> u32 {
+    /// One VIP more (`vips` 1), fewer (-1) or changed (0) on `key`'s
+    /// address, its flags going from `old_flags` to `new_flags`: the
+    /// address entry written when its bits change, inserted with the
+    /// first VIP, removed with the last.
+    fn address_change(&mut self, key: &VipKey, vips: i32, old_flags: u32, new_flags: u32) {
+        let address = AddrKey::from_wire(key.family, key.addr);
+        let before = self.address_bits(address);
+        let (was, now) = (
+            address::from_vip_flags(old_flags),
+            address::from_vip_flags(new_flags),
+        );
+        let delta = |bit: u32| i32::from(now & bit != 0) - i32::from(was & bit != 0);
+        let c = &mut self.changes;
+        let b = self.book;
+        bump_count(&mut c.address_refs, &b.address_refs, address, vips);
         bump_count(
-            &mut self.changes.address_refs,
-            &self.book.address_refs,
+            &mut c.open_refs,
+            &b.open_refs,
             address,
-            by,
-        )
+            delta(address::OPEN),
+        );
+        bump_count(
+            &mut c.echo_refs,
+            &b.echo_refs,
+            address,
+            delta(address::PASS_ECHO),
+        );
+        match (before, self.address_bits(address)) {
+            (old, Some(bits)) if old != Some(bits) => {
+                self.writes.push(Write::VipAddr { address, bits, old })
+            }
+            (Some(old), None) => self.writes.push(Write::VipAddrRemove { address, old }),
+            _ => {}
+        }
+    }
+
+    /// The address entry as planned so far: `None` with no VIP on it.
+    fn address_bits(&self, address: AddrKey) -> Option<u32> {
+        let count = |planned: &std::collections::HashMap<AddrKey, u32>,
+                     book: &std::collections::HashMap<AddrKey, u32>| {
+            planned
+                .get(&address)
+                .or_else(|| book.get(&address))
+                .copied()
+                .unwrap_or(0)
+        };
+        let (c, b) = (&self.changes, self.book);
+        if count(&c.address_refs, &b.address_refs) == 0 {
+            return None;
+        }
+        let open = count(&c.open_refs, &b.open_refs) > 0;
+        let echo = count(&c.echo_refs, &b.echo_refs) > 0;
+        let bit = |on: bool, bit: u32| if on { bit } else { 0 };
+        Some(bit(open, address::OPEN) | bit(echo, address::PASS_ECHO))
     }
 
     fn bump_bit(&mut self, bit: (u32, u64), by: i32) -> u32 {

@@ -93,8 +93,17 @@ pub(crate) enum Write {
         key: VipKey,
         index: u32,
     },
-    VipAddrInsert(AddrKey),
-    VipAddrRemove(AddrKey),
+    /// An address's entry set to `bits` (`lb_abi::filter::address`);
+    /// `old: None` when it had none.
+    VipAddr {
+        address: AddrKey,
+        bits: u32,
+        old: Option<u32>,
+    },
+    VipAddrRemove {
+        address: AddrKey,
+        old: u32,
+    },
     FilterWord {
         word: u32,
         bits: u64,
@@ -203,8 +212,8 @@ impl Writer<'_> {
             } => set_generation(m, *index, *generation),
             Write::VipsInsert { key, index } => vips_insert(m, key, *index),
             Write::VipsRemove { key, .. } => vips_remove(m, key),
-            Write::VipAddrInsert(address) => addr_insert(m, address),
-            Write::VipAddrRemove(address) => addr_remove(m, address),
+            Write::VipAddr { address, bits, .. } => addr_set(m, address, *bits),
+            Write::VipAddrRemove { address, .. } => addr_remove(m, address),
             Write::FilterWord { word, bits, .. } => set_filter(m, *word, *bits),
             Write::BumpVipCacheEpoch => {
                 m.vip_cache_epoch.bump(0);
@@ -240,8 +249,15 @@ impl Writer<'_> {
             Write::VipGeneration { index, old, .. } => set_generation(m, *index, *old),
             Write::VipsInsert { key, .. } => vips_remove(m, key),
             Write::VipsRemove { key, index } => vips_insert(m, key, *index),
-            Write::VipAddrInsert(address) => addr_remove(m, address),
-            Write::VipAddrRemove(address) => addr_insert(m, address),
+            Write::VipAddr {
+                address, old: None, ..
+            } => addr_remove(m, address),
+            Write::VipAddr {
+                address,
+                old: Some(old),
+                ..
+            }
+            | Write::VipAddrRemove { address, old } => addr_set(m, address, *old),
             Write::FilterWord { word, old, .. } => set_filter(m, *word, *old),
             // Once more: a copy taken between the write and its undo is
             // not honoured either.
@@ -293,9 +309,9 @@ fn vips_remove(m: &mut Maps, key: &VipKey) -> Result<(), DataplaneError> {
     ignore_missing(m.vips.remove(key)).map_err(map_err(VIPS, "remove"))
 }
 
-fn addr_insert(m: &mut Maps, address: &AddrKey) -> Result<(), DataplaneError> {
+fn addr_set(m: &mut Maps, address: &AddrKey, bits: u32) -> Result<(), DataplaneError> {
     m.vip_addrs
-        .insert(address, &1, 0)
+        .insert(address, &bits, 0)
         .map_err(map_err(VIP_ADDRS, "insert"))
 }
 

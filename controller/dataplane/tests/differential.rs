@@ -159,6 +159,13 @@ enum Mutation {
     EtherType(u16),
     /// Ethernet trailer bytes after the IP packet.
     Trailer(u8),
+    /// IPv6 extension headers inserted after the fixed header: (kind,
+    /// length in 8-byte units past the first). Kinds: 0 hop-by-hop, 60
+    /// destination options, 43 routing with no segments left, 243 routing
+    /// with one left, 44 fragment.
+    ExtHeaders(Vec<(u8, u8)>),
+    /// The IP protocol / next header rewritten (GRE, ESP, SCTP).
+    Protocol(u8),
 }
 
 #[derive(Clone, Debug)]
@@ -170,7 +177,8 @@ struct FrameSpec {
     dst: Option<usize>,
     port: usize,
     /// 0 TCP, 1 UDP, 2 ICMP echo, 3 an ICMP error quoting the VIP's side
-    /// of this flow (as a router on the way back would send).
+    /// of this flow (as a router on the way back would send), 4 other
+    /// ICMP (v4 timestamp, v6 neighbour solicitation).
     proto: u8,
     syn: bool,
     /// IPv4 don't-fragment.
@@ -190,6 +198,12 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         1 => (-60..60i16).prop_map(Mutation::Length),
         1 => any::<u16>().prop_map(Mutation::EtherType),
         1 => (1..40u8).prop_map(Mutation::Trailer),
+        2 => prop::collection::vec(
+            (prop_oneof![3 => Just(0u8), 3 => Just(60), 2 => Just(43), 1 => Just(243), 1 => Just(44)], 0..3u8),
+            1..7,
+        )
+        .prop_map(Mutation::ExtHeaders),
+        1 => prop_oneof![Just(47u8), Just(50), Just(132)].prop_map(Mutation::Protocol),
     ]
 }
 
@@ -200,7 +214,7 @@ fn frame_spec() -> impl Strategy<Value = FrameSpec> {
         prop_oneof![Just(1000u16), Just(2000), any::<u16>()],
         prop_oneof![3 => (0..2usize).prop_map(Some), 1 => Just(None)],
         0..4usize,
-        prop_oneof![4 => Just(0u8), 3 => Just(1), 1 => Just(2), 2 => Just(3)],
+        prop_oneof![4 => Just(0u8), 3 => Just(1), 1 => Just(2), 2 => Just(3), 1 => Just(4)],
         (any::<bool>(), any::<bool>()),
         // Some near the smallest MTUs, so that frames go over once
         // encapsulated.
@@ -251,6 +265,16 @@ fn build_frame(spec: &FrameSpec) -> Vec<u8> {
         1 => ip.udp(spec.sport, dport).write(&mut out, &payload).unwrap(),
         3 => {
             let (number, icmp) = icmp_error(spec, dport);
+            ip.write(&mut out, number, &icmp).unwrap();
+        }
+        4 => {
+            let (number, kind) = if spec.v6 {
+                (etherparse::IpNumber::IPV6_ICMP, 135)
+            } else {
+                (etherparse::IpNumber::ICMP, 13)
+            };
+            let mut icmp = vec![kind, 0, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(&payload[..payload.len().min(24)]);
             ip.write(&mut out, number, &icmp).unwrap();
         }
         _ if spec.v6 => ip
@@ -344,6 +368,31 @@ fn mutate(mut f: Vec<u8>, spec: &FrameSpec) -> Vec<u8> {
         }
         Mutation::EtherType(t) => f[12..14].copy_from_slice(&t.to_be_bytes()),
         Mutation::Trailer(n) => f.extend(std::iter::repeat_n(0u8, usize::from(n))),
+        Mutation::ExtHeaders(ref chain) if spec.v6 => {
+            let tail = f.split_off(54);
+            let mut next_at = 20;
+            for &(kind, units) in chain {
+                let (number, units) = match kind {
+                    243 => (43, units),
+                    44 => (44, 0),
+                    k => (k, units),
+                };
+                let upper = f[next_at];
+                f[next_at] = number;
+                next_at = f.len();
+                let mut h = vec![0u8; 8 * (usize::from(units) + 1)];
+                h[0] = upper;
+                h[1] = units;
+                if kind == 243 {
+                    h[3] = 1;
+                }
+                f.extend(h);
+            }
+            f.extend(tail);
+            let payload = (f.len() - 54) as u16;
+            f[18..20].copy_from_slice(&payload.to_be_bytes());
+        }
+        Mutation::Protocol(p) => f[if spec.v6 { 20 } else { 23 }] = p,
         _ => {}
     }
     f

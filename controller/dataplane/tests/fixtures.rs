@@ -173,10 +173,9 @@ fn non_vip_traffic_passes_byte_for_byte() {
     let (mut dp, mut model) = setup();
     let frames = [
         tcp("192.0.2.1", 1, "10.0.0.101", 80, Tcp::Syn, b"x"),
-        tcp("192.0.2.1", 1, VIP4, 81, Tcp::Syn, b"x"),
-        udp("192.0.2.1", 1, VIP4, 80, b"x"),
+        udp("192.0.2.1", 1, "10.0.0.101", 53, b"x"),
         tcp("2001:db8:ff::1", 1, "2001:db8::101", 443, Tcp::Syn, b"x"),
-        udp("2001:db8:ff::1", 1, VIP6, 443, b"x"),
+        udp("2001:db8:ff::1", 1, "2001:db8::101", 443, b"x"),
     ];
     for f in &frames {
         let (k, m) = check(&dp, &mut model, f);
@@ -260,9 +259,19 @@ fn ipv4_options_and_fragments_to_a_vip_are_dropped_and_counted() {
         (Action::Drop, GlobalCounter::DropFragment)
     );
 
+    // A later fragment has no ports: the balancer cannot place it, and
+    // the VIP's address is closed to it.
     let mut later_fragment = base.clone();
     later_fragment[21] = 0x10; // offset 16 * 8 bytes
     let (_, m) = check(&dp, &mut model, &later_fragment);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Drop, GlobalCounter::DropClosedFragment)
+    );
+    // To an address with no VIP it passes as before.
+    let mut elsewhere = later_fragment.clone();
+    elsewhere[33] = 101;
+    let (_, m) = check(&dp, &mut model, &elsewhere);
     assert_eq!(
         (m.action, m.counter),
         (Action::Pass, GlobalCounter::PassLaterFragment)
@@ -286,7 +295,8 @@ fn ipv4_options_and_fragments_to_a_vip_are_dropped_and_counted() {
     assert_eq!(stats.global(GlobalCounter::DropIpv4Options), 1);
     assert_eq!(stats.global(GlobalCounter::DropFragment), 1);
     assert_eq!(stats.global(GlobalCounter::DropBadLength), 1);
-    assert_eq!(stats.drops(), 3);
+    assert_eq!(stats.global(GlobalCounter::DropClosedFragment), 1);
+    assert_eq!(stats.drops(), 4);
 }
 
 #[test]
@@ -328,10 +338,11 @@ fn removing_a_vip_passes_its_traffic_and_keeps_its_address_neighbours() {
     let udp_key = vip(VIP4, 53, Protocol::Udp, &[]).key();
     dp.programmer().remove_vip(&udp_key).unwrap();
     resync(&mut dp, &mut model);
+    // The address still has a VIP: closed to the port no VIP serves now.
     let (_, m) = check(&dp, &mut model, &udp("192.0.2.7", 1234, VIP4, 53, b"q"));
     assert_eq!(
         (m.action, m.counter),
-        (Action::Pass, GlobalCounter::PassNotVip)
+        (Action::Drop, GlobalCounter::DropClosedPort)
     );
     // The TCP VIP on the same address is untouched.
     let (_, m) = check(
@@ -483,9 +494,9 @@ fn all_ports_vip_catches_what_no_port_vip_claims() {
         assert_eq!(m.action, Action::Tx);
         assert_eq!(outer_dst(&k.frame).to_string(), "10.1.0.9");
     }
-    // UDP has its own VIPs: port 53 only.
+    // UDP has its own VIPs: port 53 only; the address is closed to others.
     let (_, m) = check(&dp, &mut model, &udp("192.0.2.1", 1, VIP4, 54, b""));
-    assert_eq!(m.counter, GlobalCounter::PassNotVip);
+    assert_eq!(m.counter, GlobalCounter::DropClosedPort);
 }
 
 #[test]
@@ -775,7 +786,8 @@ fn icmp_errors_about_a_vip_flow_reach_the_flows_backend() {
     );
     assert_eq!(outer_dst(&k.frame), outer_dst(&k2.frame));
 
-    // About a non-VIP flow, or not an error: passed.
+    // About a flow on a port no VIP serves, to the VIP's closed address:
+    // dropped (`vip_addresses_are_closed_*` covers the rest).
     let (_, m) = check(
         &dp,
         &mut model,
@@ -783,17 +795,7 @@ fn icmp_errors_about_a_vip_flow_reach_the_flows_backend() {
     );
     assert_eq!(
         (m.action, m.counter),
-        (Action::Pass, GlobalCounter::PassNotVip)
-    );
-    let mut echo = Vec::new();
-    ip_layer("198.51.100.1", VIP4)
-        .icmpv4_echo_request(1, 1)
-        .write(&mut echo, b"ping")
-        .unwrap();
-    let (_, m) = check(&dp, &mut model, &echo);
-    assert_eq!(
-        (m.action, m.counter),
-        (Action::Pass, GlobalCounter::PassOtherProtocol)
+        (Action::Drop, GlobalCounter::DropClosedPort)
     );
 
     // Quoting too little to place: dropped at a VIP address, passed elsewhere.
@@ -854,25 +856,306 @@ fn ipv6_packet_too_big_about_a_vip_flow_is_steered() {
 }
 
 #[test]
-fn ipv6_extension_headers_and_empty_udp() {
+fn an_empty_udp_datagram_is_forwarded() {
     let (dp, mut model) = setup();
-    // A hop-by-hop options header before TCP: not parsed, passed, counted.
-    let mut hbh = tcp("2001:db8:ff::1", 5555, VIP6, 443, Tcp::Syn, b"");
-    let tcp_header = hbh.split_off(54);
-    hbh[20] = 0; // next header: hop-by-hop
-    hbh.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // next TCP, PadN
-    hbh.extend_from_slice(&tcp_header);
-    let len = u16::from_be_bytes([hbh[18], hbh[19]]) + 8;
-    hbh[18..20].copy_from_slice(&len.to_be_bytes());
-    let (_, m) = check(&dp, &mut model, &hbh);
-    assert_eq!(
-        (m.action, m.counter),
-        (Action::Pass, GlobalCounter::PassOtherProtocol)
-    );
-    // A UDP datagram with no payload is forwarded like any other.
     let empty = udp("192.0.2.7", 1234, VIP4, 53, b"");
     let (_, m) = check(&dp, &mut model, &empty);
     assert_eq!(m.action, Action::Tx);
+}
+
+/// `frame` (IPv6) with extension headers inserted after the fixed header:
+/// (next-header number, header bytes after the first two).
+fn with_extension_headers(frame: &[u8], headers: Chain) -> Vec<u8> {
+    let mut f = frame[..54].to_vec();
+    let mut next_at = 20;
+    for (number, body) in headers {
+        let upper = f[next_at];
+        f[next_at] = *number;
+        next_at = f.len();
+        assert_eq!((body.len() + 2) % 8, 0);
+        f.push(upper);
+        f.push(((body.len() + 2) / 8 - 1) as u8);
+        f.extend_from_slice(body);
+    }
+    f.extend_from_slice(&frame[54..]);
+    let payload = (f.len() - 54) as u16;
+    f[18..20].copy_from_slice(&payload.to_be_bytes());
+    f
+}
+
+/// Extension headers as `with_extension_headers` takes them.
+type Chain<'a> = &'a [(u8, &'a [u8])];
+
+const PAD6: &[u8] = &[1, 4, 0, 0, 0, 0]; // PadN of 4: a 6-byte body
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const DEST_OPTIONS: u8 = 60;
+
+/// Hop-by-hop, routing (no segments left) and destination options before
+/// TCP used to send VIP traffic to the host's stack; now it is balanced,
+/// to the backend the same flow without them gets, headers carried as
+/// sent. What the parser does not follow is dropped at the VIP's address.
+#[test]
+fn ipv6_vip_traffic_behind_extension_headers_is_balanced() {
+    let (mut dp, mut model) = setup();
+    let plain = tcp("2001:db8:ff::1", 5555, VIP6, 443, Tcp::Syn, b"hello");
+    let (k, _) = check(&dp, &mut model, &plain);
+    let backend = outer_dst(&k.frame);
+    let routing_done: &[u8] = &[4, 0, 0, 0, 0, 0]; // type 4, 0 segments left
+    let chains: [Chain; 4] = [
+        &[(HOP_BY_HOP, PAD6)],
+        &[(DEST_OPTIONS, PAD6)],
+        &[
+            (HOP_BY_HOP, PAD6),
+            (ROUTING, routing_done),
+            (DEST_OPTIONS, PAD6),
+        ],
+        &[
+            (HOP_BY_HOP, PAD6),
+            (DEST_OPTIONS, &[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            (ROUTING, routing_done),
+            (DEST_OPTIONS, PAD6),
+        ],
+    ];
+    for chain in chains {
+        let frame = with_extension_headers(&plain, chain);
+        let (k, m) = check(&dp, &mut model, &frame);
+        assert_eq!(
+            (m.action, m.counter),
+            (Action::Tx, GlobalCounter::TxRing),
+            "{chain:?}"
+        );
+        assert_eq!(outer_dst(&k.frame), backend, "{chain:?}");
+        assert_eq!(&k.frame[54..], &frame[14..], "carried whole: {chain:?}");
+    }
+
+    let routing_on: &[u8] = &[4, 1, 0, 0, 0, 0]; // one segment left
+    let closed: [(Chain, GlobalCounter); 4] = [
+        // The VIP is a waypoint, not the destination.
+        (&[(ROUTING, routing_on)], GlobalCounter::DropClosedExtHeader),
+        // Longer than the parser follows.
+        (
+            &[(DEST_OPTIONS, PAD6); 5],
+            GlobalCounter::DropClosedExtHeader,
+        ),
+        // Fragments, first or later, have no place.
+        (
+            &[(FRAGMENT, &[0, 0, 0, 0, 0, 1])],
+            GlobalCounter::DropClosedFragment,
+        ),
+        (
+            &[(HOP_BY_HOP, PAD6), (FRAGMENT, &[0, 0x10, 0, 0, 0, 1])],
+            GlobalCounter::DropClosedFragment,
+        ),
+    ];
+    for (chain, counter) in closed {
+        let frame = with_extension_headers(&plain, chain);
+        let (_, m) = check(&dp, &mut model, &frame);
+        assert_eq!((m.action, m.counter), (Action::Drop, counter), "{chain:?}");
+        // To an address with no VIP, the same packet passes.
+        let mut elsewhere = frame.clone();
+        elsewhere[53] = 0x99;
+        let (k, m) = check(&dp, &mut model, &elsewhere);
+        assert_eq!(m.action, Action::Pass, "{chain:?}");
+        assert_eq!(k.frame, elsewhere);
+    }
+    // A chain cut short is any truncated packet.
+    let cut = with_extension_headers(
+        &plain,
+        &[(HOP_BY_HOP, &[1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])],
+    );
+    let (_, m) = check(&dp, &mut model, &cut[..60]);
+    assert_eq!(
+        (m.action, m.counter),
+        (Action::Pass, GlobalCounter::PassTruncated)
+    );
+    assert_eq!(counter(&mut dp, GlobalCounter::DropClosedExtHeader), 2);
+    assert_eq!(counter(&mut dp, GlobalCounter::DropClosedFragment), 2);
+}
+
+/// An IPv4 or IPv6 packet of `proto` carrying `body` from a client to `dst`.
+fn ip_packet(src: &str, dst: &str, proto: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    ip_layer(src, dst)
+        .write(&mut f, etherparse::IpNumber(proto), body)
+        .unwrap();
+    f
+}
+
+/// Without the opt-out, nothing reaches the LB host's stack through a VIP's
+/// address but what no VIP could take anyway: ports and protocols no VIP
+/// serves, later fragments and echo are dropped, each under its counter.
+/// The same packets to an address with no VIP pass as before.
+#[test]
+fn vip_addresses_are_closed_to_what_no_vip_balances() {
+    let (mut dp, mut model) = setup();
+    let mut later_fragment = udp("192.0.2.1", 9, VIP4, 53, b"rest");
+    later_fragment[21] = 0x10;
+    let echo4 = ip_packet("198.51.100.1", VIP4, 1, &[8, 0, 0, 0, 0, 1, 0, 1, b'p']);
+    let echo6 = ip_packet(
+        "2001:db8:ff::1",
+        VIP6,
+        58,
+        &[128, 0, 0, 0, 0, 1, 0, 1, b'p'],
+    );
+    let cases = [
+        // A port scan of the VIP's address.
+        (
+            tcp("192.0.2.1", 1, VIP4, 22, Tcp::Syn, b""),
+            GlobalCounter::DropClosedPort,
+        ),
+        (
+            udp("192.0.2.1", 1, VIP4, 80, b"x"),
+            GlobalCounter::DropClosedPort,
+        ),
+        (
+            udp("2001:db8:ff::1", 1, VIP6, 443, b"x"),
+            GlobalCounter::DropClosedPort,
+        ),
+        // Other protocols: GRE, SCTP, an ICMP timestamp request.
+        (
+            ip_packet("192.0.2.1", VIP4, 47, &[0; 8]),
+            GlobalCounter::DropClosedProtocol,
+        ),
+        (
+            ip_packet("2001:db8:ff::1", VIP6, 132, &[0; 12]),
+            GlobalCounter::DropClosedProtocol,
+        ),
+        (
+            ip_packet("192.0.2.1", VIP4, 1, &[13, 0, 0, 0, 0, 1, 0, 1]),
+            GlobalCounter::DropClosedProtocol,
+        ),
+        (later_fragment, GlobalCounter::DropClosedFragment),
+        (echo4, GlobalCounter::DropClosedEcho),
+        (echo6, GlobalCounter::DropClosedEcho),
+    ];
+    for (frame, closed) in &cases {
+        let (_, m) = check(&dp, &mut model, frame);
+        assert_eq!((m.action, m.counter), (Action::Drop, *closed), "{closed:?}");
+        let mut elsewhere = frame.clone();
+        let last = if frame[12] == 0x86 { 53 } else { 33 };
+        elsewhere[last] = 0x65;
+        let (k, m) = check(&dp, &mut model, &elsewhere);
+        assert_eq!(m.action, Action::Pass, "{closed:?} elsewhere");
+        assert_eq!(k.frame, elsewhere);
+    }
+    for c in [
+        GlobalCounter::DropClosedPort,
+        GlobalCounter::DropClosedProtocol,
+        GlobalCounter::DropClosedFragment,
+        GlobalCounter::DropClosedEcho,
+    ] {
+        let n = cases.iter().filter(|(_, k)| *k == c).count() as u64;
+        assert_eq!(counter(&mut dp, c), n, "{c:?}");
+    }
+}
+
+/// A closed address must still resolve: neighbour solicitations and
+/// advertisements (and router discovery, redirects) for a VIP's address
+/// reach the host's stack whatever the VIPs ask.
+#[test]
+fn neighbour_discovery_for_a_vip_address_is_never_dropped() {
+    let (mut dp, mut model) = setup();
+    for kind in 133..=137u8 {
+        let mut body = vec![kind, 0, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        let frame = ip_packet("2001:db8:ff::1", VIP6, 58, &body);
+        let (k, m) = check(&dp, &mut model, &frame);
+        assert_eq!(
+            (m.action, m.counter),
+            (Action::Pass, GlobalCounter::PassOtherProtocol),
+            "{kind}"
+        );
+        assert_eq!(k.frame, frame);
+    }
+    assert_eq!(dp.programmer().stats().unwrap().drops(), 0);
+}
+
+/// The opt-out: a VIP with `OPEN_ADDRESS` hands what no VIP balances on its
+/// address to the host's stack (an operator's local services there);
+/// `PASS_ECHO` opens the address to echo requests only. Either on one VIP
+/// opens the address for all; withdrawn, the address closes again.
+#[test]
+fn a_vip_opens_its_address_to_the_hosts_stack_only_when_asked() {
+    use lb_abi::vip::flags;
+    let (mut dp, mut model) = setup();
+    let ssh = tcp("192.0.2.1", 1, VIP4, 22, Tcp::Syn, b"");
+    let echo = ip_packet("198.51.100.1", VIP4, 1, &[8, 0, 0, 0, 0, 1, 0, 1, b'p']);
+    let with_flags = |flags: u32| lb_dataplane::VipConfig {
+        flags,
+        ..vip(
+            VIP4,
+            53,
+            Protocol::Udp,
+            &[("2001:db8:2::1", 1), ("2001:db8:2::2", 1)],
+        )
+    };
+    let expect =
+        |dp: &Dataplane, model: &mut Model, frame: &[u8], want: (Action, GlobalCounter)| {
+            let (_, m) = check(dp, model, frame);
+            assert_eq!((m.action, m.counter), want);
+        };
+
+    dp.programmer()
+        .upsert_vip(&with_flags(flags::PASS_ECHO))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    expect(
+        &dp,
+        &mut model,
+        &echo,
+        (Action::Pass, GlobalCounter::PassOpenAddress),
+    );
+    expect(
+        &dp,
+        &mut model,
+        &ssh,
+        (Action::Drop, GlobalCounter::DropClosedPort),
+    );
+
+    dp.programmer()
+        .upsert_vip(&with_flags(flags::OPEN_ADDRESS))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    expect(
+        &dp,
+        &mut model,
+        &ssh,
+        (Action::Pass, GlobalCounter::PassOpenAddress),
+    );
+    expect(
+        &dp,
+        &mut model,
+        &echo,
+        (Action::Pass, GlobalCounter::PassOpenAddress),
+    );
+    // Balanced traffic is balanced as before.
+    let (_, m) = check(&dp, &mut model, &udp("192.0.2.1", 1, VIP4, 53, b"q"));
+    assert_eq!(m.action, Action::Tx);
+    // Only that address: the IPv6 VIP's stays closed.
+    expect(
+        &dp,
+        &mut model,
+        &tcp("2001:db8:ff::1", 1, VIP6, 22, Tcp::Syn, b""),
+        (Action::Drop, GlobalCounter::DropClosedPort),
+    );
+
+    // The opening VIP removed: the address, still VIP4:80's, closes.
+    dp.programmer().remove_vip(&with_flags(0).key()).unwrap();
+    resync(&mut dp, &mut model);
+    expect(
+        &dp,
+        &mut model,
+        &ssh,
+        (Action::Drop, GlobalCounter::DropClosedPort),
+    );
+    expect(
+        &dp,
+        &mut model,
+        &echo,
+        (Action::Drop, GlobalCounter::DropClosedEcho),
+    );
 }
 
 /// A too-big reply goes back to the packet's source from the MAC it was

@@ -1,5 +1,6 @@
 //! Parsing a frame the way the balancer does, with its pass policy for what
-//! cannot be parsed.
+//! cannot be parsed and its provisional closed-address drops for what
+//! parses but cannot be balanced.
 
 use lb_abi::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::GlobalCounter};
 
@@ -52,7 +53,7 @@ fn parse_v4(ip: &[u8]) -> Result<Parsed, GlobalCounter> {
     }
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
     if frag & 0x1fff != 0 {
-        return Err(GlobalCounter::PassLaterFragment);
+        return Err(GlobalCounter::DropClosedFragment);
     }
     let mut key = FlowKey {
         src: [word(ip, 12), 0, 0, 0],
@@ -83,25 +84,60 @@ fn parse_v6(ip: &[u8]) -> Result<Parsed, GlobalCounter> {
     if ip[0] >> 4 != 6 {
         return Err(GlobalCounter::PassBadIpHeader);
     }
+    let (proto, l3_len) = extension_headers(ip)?;
     let mut key = FlowKey {
         src: [word(ip, 8), word(ip, 12), word(ip, 16), word(ip, 20)],
         dst: [word(ip, 24), word(ip, 28), word(ip, 32), word(ip, 36)],
-        proto: ip[6],
+        proto,
         family: FAMILY_V6,
         ..FlowKey::default()
     };
-    let syn = ports(&ip[40..], &mut key, PROTO_ICMPV6)?;
+    let syn = ports(ip.get(l3_len..).unwrap_or(&[]), &mut key, PROTO_ICMPV6)?;
     Ok(Parsed {
         key,
-        l4: 14 + 40,
+        l4: 14 + l3_len,
         ip_len: u32::from(u16::from_be_bytes([ip[4], ip[5]])) + 40,
-        l3_len: 40,
+        l3_len: l3_len as u32,
         tos: (ip[0] << 4) | (ip[1] >> 4),
         syn,
         has_options: false,
         is_fragment: false,
         dont_fragment: false,
     })
+}
+
+/// Most IPv6 extension headers the balancer follows.
+pub const MAX_EXT_HEADERS: usize = 4;
+
+/// The upper-layer protocol of an IPv6 packet and the length of its
+/// headers before it: up to [`MAX_EXT_HEADERS`] hop-by-hop, routing (no
+/// segments left) and destination-options headers are skipped; fragments
+/// and other chains are closed-address drops (`crate::settle`).
+fn extension_headers(ip: &[u8]) -> Result<(u8, usize), GlobalCounter> {
+    let followed = |h: u8| h == 0 || h == 43 || h == 60;
+    let mut next = ip[6];
+    let mut off = 40;
+    for _ in 0..MAX_EXT_HEADERS {
+        if next == 44 {
+            return Err(GlobalCounter::DropClosedFragment);
+        }
+        if !followed(next) {
+            return Ok((next, off));
+        }
+        if ip.len() < off + 8 {
+            return Err(GlobalCounter::PassTruncated);
+        }
+        if next == 43 && ip[off + 3] != 0 {
+            return Err(GlobalCounter::DropClosedExtHeader);
+        }
+        next = ip[off];
+        off += (usize::from(ip[off + 1]) + 1) * 8;
+    }
+    match next {
+        44 => Err(GlobalCounter::DropClosedFragment),
+        h if followed(h) => Err(GlobalCounter::DropClosedExtHeader),
+        _ => Ok((next, off)),
+    }
 }
 
 /// ICMP protocol numbers of IPv4 and IPv6.
@@ -113,7 +149,7 @@ fn ports(l4: &[u8], key: &mut FlowKey, icmp: u8) -> Result<bool, GlobalCounter> 
         PROTO_TCP => 20,
         PROTO_UDP => 8,
         p if p == icmp => 8,
-        _ => return Err(GlobalCounter::PassOtherProtocol),
+        _ => return Err(GlobalCounter::DropClosedProtocol),
     };
     if l4.len() < need {
         return Err(GlobalCounter::PassTruncated);

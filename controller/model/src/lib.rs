@@ -32,12 +32,30 @@ use lb_abi::{
     FAMILY_V4, FAMILY_V6,
     backend::{Backend, EMPTY_GENERATION, recorded_generation},
     control::blend,
+    filter::address,
     flow::{FlowKey, FlowValue},
     hash::{flow_hash, outer_source_mix, ring_index},
     ring::NO_RING,
     stats::GlobalCounter,
     vip::flags,
 };
+
+/// The provisional drops that only a VIP address that is closed makes
+/// final (see `Model::settle`).
+fn is_closed(c: GlobalCounter) -> bool {
+    matches!(
+        c,
+        GlobalCounter::DropClosedFragment
+            | GlobalCounter::DropClosedPort
+            | GlobalCounter::DropClosedProtocol
+            | GlobalCounter::DropClosedEcho
+            | GlobalCounter::DropClosedExtHeader
+    )
+}
+
+fn word(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
 
 /// What XDP does with the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,7 +114,13 @@ impl Model {
     /// would.
     pub fn process(&mut self, frame: &[u8]) -> Outcome {
         let mut lookup = None;
-        let verdict = self.forward(frame, &mut lookup);
+        let verdict = match self.forward(frame, &mut lookup) {
+            Err(Stop::Verdict(_, closed)) if is_closed(closed) => {
+                let (action, counter) = self.settle(frame, closed);
+                Err(Stop::Verdict(action, counter))
+            }
+            v => v,
+        };
         let (action, counter, out, sent_to) = match verdict {
             Ok((counter, out, vip_index, backend_id)) => {
                 (Action::Tx, counter, out, Some((vip_index, backend_id)))
@@ -120,13 +144,45 @@ impl Model {
         ring_pick(&self.state, vip, key).ok()
     }
 
+    /// A closed-address drop stands at a VIP address none of whose VIPs
+    /// opens it; to an address with no VIP the packet passes as it would
+    /// have before addresses were closed.
+    fn settle(&self, frame: &[u8], closed: GlobalCounter) -> (Action, GlobalCounter) {
+        let dst = if frame[12..14] == [0x86, 0xdd] {
+            (FAMILY_V6, [0, 1, 2, 3].map(|i| word(frame, 38 + 4 * i)))
+        } else {
+            (FAMILY_V4, [word(frame, 30), 0, 0, 0])
+        };
+        let Some(bits) = self.state.address_bits(dst.0, dst.1) else {
+            let pass = match closed {
+                GlobalCounter::DropClosedPort => GlobalCounter::PassNotVip,
+                GlobalCounter::DropClosedFragment => GlobalCounter::PassLaterFragment,
+                _ => GlobalCounter::PassOtherProtocol,
+            };
+            return (Action::Pass, pass);
+        };
+        let echo = closed == GlobalCounter::DropClosedEcho && bits & address::PASS_ECHO != 0;
+        if bits & address::OPEN != 0 || echo {
+            (Action::Pass, GlobalCounter::PassOpenAddress)
+        } else {
+            (Action::Drop, closed)
+        }
+    }
+
     #[allow(clippy::type_complexity)]
     fn forward(
         &mut self,
         frame: &[u8],
         lookup: &mut Option<bool>,
     ) -> Result<(GlobalCounter, Vec<u8>, u32, u32), Stop> {
-        let pkt = parse(frame).map_err(|c| Stop::Verdict(Action::Pass, c))?;
+        let pkt = parse(frame).map_err(|c| {
+            let action = if is_closed(c) {
+                Action::Drop
+            } else {
+                Action::Pass
+            };
+            Stop::Verdict(action, c)
+        })?;
         if pkt.key.proto == frame::PROTO_ICMP || pkt.key.proto == frame::PROTO_ICMPV6 {
             return self.icmp(frame, &pkt);
         }
@@ -147,7 +203,7 @@ impl Model {
         let vip = self
             .state
             .vip_for(&pkt.key)
-            .ok_or(Stop::Verdict(Action::Pass, GlobalCounter::PassNotVip))?
+            .ok_or(Stop::Verdict(Action::Drop, GlobalCounter::DropClosedPort))?
             .clone();
         check(frame, &pkt)?;
         let use_flows = vip.flags & flags::NO_FLOW_TABLE == 0;
@@ -176,9 +232,20 @@ impl Model {
     /// the quoted packet's reversed 5-tuple (see the program's `icmp`).
     #[allow(clippy::type_complexity)]
     fn icmp(&self, frame: &[u8], pkt: &Parsed) -> Result<(GlobalCounter, Vec<u8>, u32, u32), Stop> {
-        let other = Stop::Verdict(Action::Pass, GlobalCounter::PassOtherProtocol);
+        let other = Stop::Verdict(Action::Drop, GlobalCounter::DropClosedProtocol);
         let kind = frame[pkt.l4];
-        let steered = if pkt.key.family == FAMILY_V4 {
+        let v4 = pkt.key.family == FAMILY_V4;
+        // Neighbour discovery must reach the stack, whatever the address.
+        if !v4 && (133..=137).contains(&kind) {
+            return Err(Stop::Verdict(
+                Action::Pass,
+                GlobalCounter::PassOtherProtocol,
+            ));
+        }
+        if kind == if v4 { 8 } else { 128 } {
+            return Err(Stop::Verdict(Action::Drop, GlobalCounter::DropClosedEcho));
+        }
+        let steered = if v4 {
             kind == 3
         } else {
             kind == 1 || kind == 2
@@ -204,7 +271,7 @@ impl Model {
         let vip = self
             .state
             .vip_for(&flow)
-            .ok_or(Stop::Verdict(Action::Pass, GlobalCounter::PassNotVip))?;
+            .ok_or(Stop::Verdict(Action::Drop, GlobalCounter::DropClosedPort))?;
         check(frame, pkt)?;
         let (id, backend) = match self.flow_hit(&flow) {
             Some(f) => (f.backend_id, f.backend),

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use lb_abi::{backend::Backend, control::Control, flow::FlowKey, vip::VipKey};
+use lb_abi::{backend::Backend, control::Control, filter::address, flow::FlowKey, vip::VipKey};
 
 /// One VIP as the maps describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,5 +38,15 @@ impl DataplaneState {
         self.vips
             .get(&exact)
             .or_else(|| self.vips.get(&VipKey { port: 0, ..exact }))
+    }
+
+    /// What the address's VIPs ask of traffic to it that none balances
+    /// (`lb_abi::filter::address` bits, OR-ed), or `None` with no VIP on it.
+    pub fn address_bits(&self, family: u8, addr: [u32; 4]) -> Option<u32> {
+        self.vips
+            .iter()
+            .filter(|(k, _)| k.family == family && k.addr == addr)
+            .map(|(_, v)| address::from_vip_flags(v.flags))
+            .reduce(|a, b| a | b)
     }
 }

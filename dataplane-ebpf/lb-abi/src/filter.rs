@@ -12,11 +12,36 @@
 pub const VIP_FILTER: &str = "VIP_FILTER";
 
 /// Name of the exact VIP-address map: hash map [`crate::AddrKey`] → `u32`
-/// (unused, 1) holding every address that has a VIP. Consulted only where a
-/// verdict must not rest on the filter's false positives (an ICMP error
-/// whose quoted packet cannot be read: dropped if sent to a VIP address,
-/// passed otherwise). Written by userspace with the filter.
+/// [`address`] bits, holding every address that has a VIP. Consulted only
+/// off the balanced paths, where a verdict must not rest on the filter's
+/// false positives: traffic to the address that no VIP balances is dropped
+/// when the address is closed (see [`address`]), and an ICMP error whose
+/// quoted packet cannot be read is dropped. Written by userspace with the
+/// filter.
 pub const VIP_ADDRS: &str = "VIP_ADDRS";
+
+/// Bits of a [`VIP_ADDRS`] value: what the address's VIPs ask, OR-ed over
+/// them (`crate::vip::flags`). 0, the default, is a closed address.
+pub mod address {
+    /// Some VIP of the address has `OPEN_ADDRESS`: unbalanced traffic to
+    /// it goes to the host's stack.
+    pub const OPEN: u32 = 1 << 0;
+    /// Some VIP of the address has `PASS_ECHO`: echo requests go to the
+    /// host's stack.
+    pub const PASS_ECHO: u32 = 1 << 1;
+
+    /// The address bits one VIP's flags ask for.
+    pub const fn from_vip_flags(flags: u32) -> u32 {
+        let mut bits = 0;
+        if flags & crate::vip::flags::OPEN_ADDRESS != 0 {
+            bits |= OPEN;
+        }
+        if flags & crate::vip::flags::PASS_ECHO != 0 {
+            bits |= PASS_ECHO;
+        }
+        bits
+    }
+}
 
 /// Words in the filter: 65,536 bits.
 pub const FILTER_WORDS: u32 = 1 << 10;

@@ -69,15 +69,38 @@ counters! {
     PassNotIp = "pass_not_ip",
     /// Passed: IP, but not to a VIP.
     PassNotVip = "pass_not_vip",
-    /// Passed: IP, but not TCP or UDP directly after the IP header
-    /// (other protocols, IPv6 extension headers).
+    /// Passed: IP, but not TCP or UDP (other protocols, ICMP that is not
+    /// an error about a VIP flow, IPv6 extension headers the balancer does
+    /// not parse) to an address with no VIP; and ICMPv6 neighbour
+    /// discovery to any address, a VIP's included.
     PassOtherProtocol = "pass_other_protocol",
     /// Passed: a header was cut short before the VIP could be known.
     PassTruncated = "pass_truncated",
     /// Passed: an IPv4 header with a wrong version or a length below 20.
     PassBadIpHeader = "pass_bad_ip_header",
-    /// Passed: an IPv4 fragment past the first (no ports to match a VIP).
+    /// Passed: a fragment the balancer cannot place (an IPv4 fragment past
+    /// the first, any IPv6 fragment) to an address with no VIP.
     PassLaterFragment = "pass_later_fragment",
+    /// Passed: traffic no VIP balances to a VIP address that a VIP opened
+    /// (`vip::flags::OPEN_ADDRESS`, or `PASS_ECHO` for echo requests).
+    PassOpenAddress = "pass_open_address",
+    /// Dropped, the address closed: a fragment the balancer cannot place
+    /// (IPv4 past the first, any IPv6 fragment) to a VIP address.
+    DropClosedFragment = "drop_closed_fragment",
+    /// Dropped, the address closed: TCP or UDP to a VIP address on a port
+    /// no VIP of it serves.
+    DropClosedPort = "drop_closed_port",
+    /// Dropped, the address closed: another protocol to a VIP address, or
+    /// ICMP that is neither an error about a VIP flow, an echo request nor
+    /// neighbour discovery.
+    DropClosedProtocol = "drop_closed_protocol",
+    /// Dropped, the address closed: an ICMP echo request to a VIP address
+    /// none of whose VIPs has `PASS_ECHO`.
+    DropClosedEcho = "drop_closed_echo",
+    /// Dropped, the address closed: IPv6 to a VIP address behind extension
+    /// headers the balancer does not parse (more than four, a routing
+    /// header with segments left, or other kinds).
+    DropClosedExtHeader = "drop_closed_ext_header",
     /// Dropped: VIP traffic carrying IPv4 options.
     DropIpv4Options = "drop_ipv4_options",
     /// Dropped: the first fragment of a fragmented VIP packet.

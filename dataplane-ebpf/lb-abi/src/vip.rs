@@ -148,8 +148,17 @@ pub mod flags {
     /// Do not read or write the flow table for this VIP: every packet takes
     /// a fresh ring decision.
     pub const NO_FLOW_TABLE: u32 = 1 << 1;
+    /// Open the VIP's address: traffic to it that no VIP balances (other
+    /// ports and protocols, fragments the balancer cannot place, IPv6
+    /// extension headers it does not parse) goes to this host's stack, for
+    /// operators who run local services there. Without it on any VIP of
+    /// the address, such traffic is dropped.
+    pub const OPEN_ADDRESS: u32 = 1 << 2;
+    /// Pass ICMP echo requests to the VIP's address to this host's stack
+    /// (it answers them if it holds the address); dropped otherwise.
+    pub const PASS_ECHO: u32 = 1 << 3;
     /// Every bit defined above; userspace rejects others.
-    pub const ALL: u32 = HASH_SRC_ONLY | NO_FLOW_TABLE;
+    pub const ALL: u32 = HASH_SRC_ONLY | NO_FLOW_TABLE | OPEN_ADDRESS | PASS_ECHO;
 }
 
 #[cfg(test)]

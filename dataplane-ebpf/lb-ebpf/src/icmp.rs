@@ -8,8 +8,10 @@
 //! client's 5-tuple, which picks the backend exactly as the flow's own
 //! packets do: the flow table, else the VIP's ring (without recording a
 //! flow). Steered: ICMPv4 destination unreachable (type 3, all codes),
-//! ICMPv6 destination unreachable (1) and packet too big (2). Other ICMP
-//! passes to the stack.
+//! ICMPv6 destination unreachable (1) and packet too big (2). ICMPv6
+//! neighbour discovery passes to the stack; echo requests and other ICMP
+//! get provisional closed-address drops (`crate::closed`): passed to an
+//! address with no VIP, dropped at a closed VIP address.
 
 use aya_ebpf::programs::XdpContext;
 use lb_abi::{
@@ -22,14 +24,21 @@ use crate::{encap, maps, parse::Headers, select, stats, verdict::Verdict, vip};
 /// Sends an ICMP error about a VIP flow to the flow's backend.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, h: &Headers) -> Result<Verdict, Verdict> {
-    let other = Verdict::pass(GlobalCounter::PassOtherProtocol);
-    let icmp = bytes_at(ctx, h.l4, 8).ok_or(other)?;
+    let other = Verdict::drop(GlobalCounter::DropClosedProtocol);
+    let icmp = bytes_at(ctx, h.l4, 8).ok_or(Verdict::pass(GlobalCounter::PassTruncated))?;
     let kind: u8 = load(icmp, 0);
-    let steered = if h.family == FAMILY_V4 {
-        kind == 3
+    let (steered, echo) = if h.family == FAMILY_V4 {
+        (kind == 3, kind == 8)
     } else {
-        kind == 1 || kind == 2
+        // Router/neighbour solicitation and advertisement, redirect.
+        if (133..=137).contains(&kind) {
+            return Err(Verdict::pass(GlobalCounter::PassOtherProtocol));
+        }
+        (kind == 1 || kind == 2, kind == 128)
     };
+    if echo {
+        return Err(Verdict::drop(GlobalCounter::DropClosedEcho));
+    }
     if !steered {
         return Err(other);
     }

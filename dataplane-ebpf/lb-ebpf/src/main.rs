@@ -8,6 +8,7 @@
 //!   CPU's flow cache, then the flow table) or `vip::lookup` (this CPU's
 //!   VIP cache, then the VIP map) + `select::from_vip` (ring) → MTU check
 //!   (`toobig`) → `encap`. ICMP errors about VIP flows take `icmp`.
+//!   Traffic to a VIP address that no VIP balances is settled by `closed`.
 //! - `pass`: returns `XDP_PASS`. Native XDP on a veth only delivers `XDP_TX`
 //!   frames to a peer that has a program attached; this is that program, and
 //!   the empty baseline of the benchmarks.
@@ -21,6 +22,7 @@
 #![allow(internal_features)]
 
 mod clock;
+mod closed;
 mod encap;
 mod flood;
 mod icmp;
@@ -54,9 +56,11 @@ fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     // One copy of the path per family: see `parse::parse`.
     let ethertype = parse::ethertype(ctx)?;
     if ethertype == parse::ETH_P_IP {
-        forward_ip(ctx, parse::parse(ctx, parse::Family::V4)?)
+        let r = parse::parse(ctx, parse::Family::V4).and_then(|h| forward_ip(ctx, h));
+        closed::settle(ctx, false, r)
     } else if ethertype == parse::ETH_P_IPV6 {
-        forward_ip(ctx, parse::parse(ctx, parse::Family::V6)?)
+        let r = parse::parse(ctx, parse::Family::V6).and_then(|h| forward_ip(ctx, h));
+        closed::settle(ctx, true, r)
     } else {
         Err(Verdict::pass(GlobalCounter::PassNotIp))
     }

@@ -3,9 +3,17 @@
 //! Policy for what cannot be parsed: if the packet is cut short or malformed
 //! before its VIP could be known, it is passed to the kernel stack untouched
 //! (which drops what it cannot use) and counted; such a packet can never
-//! reach a backend. Checks that only matter for VIP traffic (options,
+//! reach a backend. What parses but cannot be balanced (a later fragment,
+//! another protocol, an IPv6 extension chain not followed) gets a
+//! provisional closed-address drop that [`crate::closed`] settles by its
+//! destination. Checks that only matter for VIP traffic (options,
 //! fragments, lengths) are made by [`crate::vip`] after the VIP is known, so
 //! other traffic passes untouched whatever it carries.
+//!
+//! IPv6 extension headers: up to [`MAX_EXT_HEADERS`] hop-by-hop, routing
+//! (with no segments left: the VIP is the final destination) and
+//! destination-options headers are skipped, so VIP traffic carrying them
+//! is balanced; the backend gets them as sent.
 
 use aya_ebpf::programs::XdpContext;
 use lb_abi::{
@@ -108,7 +116,7 @@ pub fn parse(ctx: &XdpContext, family: Family) -> Result<Headers, Verdict> {
     } else if headers.proto == PROTO_UDP || headers.proto == icmp {
         UDP_LEN
     } else {
-        return Err(Verdict::pass(GlobalCounter::PassOtherProtocol));
+        return Err(Verdict::drop(GlobalCounter::DropClosedProtocol));
     };
     bytes_at(ctx, headers.l4, l4_len).ok_or(Verdict::pass(GlobalCounter::PassTruncated))?;
     Ok(headers)
@@ -124,7 +132,7 @@ fn parse_v4(ctx: &XdpContext, frame_len: u32) -> Result<Headers, Verdict> {
     }
     let frag = u16::from_be(load(ip, 6));
     if frag & 0x1fff != 0 {
-        return Err(Verdict::pass(GlobalCounter::PassLaterFragment));
+        return Err(Verdict::drop(GlobalCounter::DropClosedFragment));
     }
     let l3_len = ihl * 4;
     Ok(Headers {
@@ -147,16 +155,58 @@ fn parse_v6(ctx: &XdpContext, frame_len: u32) -> Result<Headers, Verdict> {
         return Err(Verdict::pass(GlobalCounter::PassBadIpHeader));
     }
     let b1: u8 = load(ip, 1);
+    let (proto, l4) = skip_extension_headers(ctx, load(ip, 6))?;
     Ok(Headers {
         family: FAMILY_V6,
-        proto: load(ip, 6),
-        l4: ETH_LEN + IPV6_LEN,
+        proto,
+        l4,
         frame_len,
         ip_len: u32::from(u16::from_be(load(ip, 4))) + IPV6_LEN as u32,
-        l3_len: IPV6_LEN as u32,
+        l3_len: (l4 - ETH_LEN) as u32,
         tos: (b0 << 4) | (b1 >> 4),
         frag: 0,
     })
+}
+
+/// Most IPv6 extension headers followed before the upper-layer header.
+pub const MAX_EXT_HEADERS: usize = 4;
+
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DEST_OPTIONS: u8 = 60;
+
+/// The upper-layer protocol behind IPv6 header `next` and its offset,
+/// past the extension headers the balancer follows.
+#[inline(always)]
+fn skip_extension_headers(ctx: &XdpContext, mut next: u8) -> Result<(u8, usize), Verdict> {
+    let mut off = ETH_LEN + IPV6_LEN;
+    let mut i = 0;
+    // The common case, no extension header, leaves at the first test.
+    while i < MAX_EXT_HEADERS {
+        if next == IPV6_FRAGMENT {
+            return Err(Verdict::drop(GlobalCounter::DropClosedFragment));
+        }
+        if next != IPV6_HOP_BY_HOP && next != IPV6_DEST_OPTIONS && next != IPV6_ROUTING {
+            return Ok((next, off));
+        }
+        // Every extension header is a multiple of 8 bytes, at least 8.
+        let ext = bytes_at(ctx, off, 8).ok_or(Verdict::pass(GlobalCounter::PassTruncated))?;
+        // Segments left: the VIP is not the final destination.
+        if next == IPV6_ROUTING && load::<u8>(ext, 3) != 0 {
+            return Err(Verdict::drop(GlobalCounter::DropClosedExtHeader));
+        }
+        next = load(ext, 0);
+        off += (usize::from(load::<u8>(ext, 1)) + 1) * 8;
+        i += 1;
+    }
+    if next == IPV6_FRAGMENT {
+        return Err(Verdict::drop(GlobalCounter::DropClosedFragment));
+    }
+    if next == IPV6_HOP_BY_HOP || next == IPV6_DEST_OPTIONS || next == IPV6_ROUTING {
+        return Err(Verdict::drop(GlobalCounter::DropClosedExtHeader));
+    }
+    Ok((next, off))
 }
 
 /// The VIP key of the packet's destination.

@@ -26,7 +26,8 @@ pub fn prefilter(key: &VipKey) -> Result<(), Verdict> {
     Ok(())
 }
 
-/// The VIP the packet is addressed to, or pass: the exact (address, port,
+/// The VIP the packet is addressed to, or a closed-port drop for
+/// `crate::closed` to settle: the exact (address, port,
 /// protocol), else the address's all-ports VIP (port 0) for the protocol.
 /// Its index comes from this CPU's VIP cache when it holds a copy taken
 /// under the current epoch (see `lb_abi::vip_cache`), else from the map;
@@ -40,9 +41,11 @@ pub fn lookup(key: &VipKey) -> Result<LiveVip, Verdict> {
     }
 }
 
+/// The filter let the address through, but no VIP serves the port: a
+/// closed-address drop, unless the filter erred (`crate::closed`).
 #[inline(always)]
 fn not_vip() -> Verdict {
-    Verdict::pass(GlobalCounter::PassNotVip)
+    Verdict::drop(GlobalCounter::DropClosedPort)
 }
 
 /// [`lookup`] through the VIP map.
