@@ -15,7 +15,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 install_apt_packages() {
     # iproute2 and iputils-ping: the network tests build namespaces and ping
     # through them. protoc and etcd: the control plane.
-    local wanted=(iproute2 iputils-ping protobuf-compiler libprotobuf-dev etcd-server etcd-client)
+    local wanted=(iproute2 iputils-ping ethtool protobuf-compiler libprotobuf-dev etcd-server etcd-client)
     local missing=()
     for pkg in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \

@@ -159,6 +159,7 @@ fn vip_config(v: u32, per_vip: u32) -> VipConfig {
         port: 80,
         protocol: Protocol::Tcp,
         flags: 0,
+        new_flows_per_cpu_per_sec: None,
         backends: (0..per_vip).map(|b| backend(v, b)).collect(),
         revision: 0,
     }

@@ -106,6 +106,7 @@ fn configured(mut dp: Dataplane) -> Dataplane {
                 port,
                 protocol,
                 flags: 0,
+                new_flows_per_cpu_per_sec: None,
                 backends: backends(prefix),
                 revision: 0,
             })

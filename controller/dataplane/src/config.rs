@@ -96,6 +96,10 @@ pub struct VipConfig {
     pub protocol: Protocol,
     /// `lb_abi::vip::flags` bits.
     pub flags: u32,
+    /// This VIP's SYN-flood guard: new flows per second per CPU past which
+    /// its new flows are balanced but not recorded. `None`: the node's
+    /// `LoadOptions::new_flows_per_cpu_per_sec`; `Some(0)`: off.
+    pub new_flows_per_cpu_per_sec: Option<u32>,
     pub backends: Vec<BackendConfig>,
     /// The store revision this config came from (its `mod_revision`), 0
     /// when it came from no store. Kept in the maps beside the VIP, so a
@@ -104,6 +108,24 @@ pub struct VipConfig {
 }
 
 impl VipConfig {
+    /// The `lb_abi::flood::FLOOD_LIMITS` entry of this VIP.
+    pub(crate) fn flood_limit(&self) -> u32 {
+        match self.new_flows_per_cpu_per_sec {
+            None => lb_abi::flood::LIMIT_NODE_DEFAULT,
+            Some(0) => lb_abi::flood::LIMIT_OFF,
+            Some(n) => n,
+        }
+    }
+
+    /// The inverse of [`Self::flood_limit`].
+    pub(crate) fn from_flood_limit(limit: u32) -> Option<u32> {
+        match limit {
+            lb_abi::flood::LIMIT_NODE_DEFAULT => None,
+            lb_abi::flood::LIMIT_OFF => Some(0),
+            n => Some(n),
+        }
+    }
+
     /// The VIP map key of this VIP.
     pub fn key(&self) -> VipKey {
         VipKey::new(self.address, self.port, self.protocol.number())
@@ -122,6 +144,15 @@ impl VipConfig {
             return Err(ConfigError::new(
                 "flags",
                 format!("unknown flag bits {unknown:#x}"),
+            ));
+        }
+        if self.new_flows_per_cpu_per_sec == Some(lb_abi::flood::LIMIT_OFF) {
+            return Err(ConfigError::new(
+                "new_flows_per_cpu_per_sec",
+                format!(
+                    "{} is reserved; 0 turns the guard off",
+                    lb_abi::flood::LIMIT_OFF
+                ),
             ));
         }
         for (i, b) in self.backends.iter().enumerate() {
@@ -286,6 +317,7 @@ pub(crate) fn test_vip(address: &str, backends: &[(&str, u32)]) -> VipConfig {
         port: 80,
         protocol: Protocol::Tcp,
         flags: 0,
+        new_flows_per_cpu_per_sec: None,
         backends: backends
             .iter()
             .map(|(b, weight)| BackendConfig {
@@ -404,6 +436,14 @@ mod tests {
         let mut c = vip("10.0.0.1", &[]);
         c.flags = 1 << 7;
         assert_eq!(field(c), "flags");
+        let mut c = vip("10.0.0.1", &[]);
+        c.new_flows_per_cpu_per_sec = Some(u32::MAX);
+        assert_eq!(field(c), "new_flows_per_cpu_per_sec");
+        for limit in [None, Some(0), Some(7)] {
+            let mut c = vip("10.0.0.1", &[]);
+            c.new_flows_per_cpu_per_sec = limit;
+            assert_eq!(VipConfig::from_flood_limit(c.flood_limit()), limit);
+        }
         assert!(
             vip("10.0.0.1", &["10.0.0.2", "2001:db8::2"])
                 .validate()

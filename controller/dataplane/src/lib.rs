@@ -26,6 +26,7 @@
 //!     port: 80,
 //!     protocol: Protocol::Tcp,
 //!     flags: 0,
+//!     new_flows_per_cpu_per_sec: None,
 //!     backends: vec![BackendConfig { address: "10.1.0.1".parse().unwrap(), weight: 1 }],
 //!     revision: 0,
 //! })?;
@@ -62,8 +63,8 @@ use lb_abi::{
     backend::BACKENDS,
     clock::TICK_NS,
     filter::VIP_ADDRS,
-    flood::FLOOD_THRESHOLD,
-    flow::{FLOWS, UDP_FLOW_TIMEOUT_NS},
+    flood::{FLOOD, FLOOD_LIMITS, FLOOD_THRESHOLD},
+    flow::{FLOW_TABLE_PER_CPU_LRU, UDP_FLOW_TIMEOUT_NS},
     flow_cache::{CACHES_ENABLED, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_SLOTS, TCP_REFRESH_NS},
     reply_limit::{REPLY_COST_NS, reply_cost_ns},
     ring::{RING_SIZE, RINGS},
@@ -78,7 +79,7 @@ pub use crate::{
     config::{AttachMode, BackendConfig, ConfigError, NodeConfig, Protocol, VipConfig},
     decap::{Decap, DecapStats, RefusedPolicy},
     error::DataplaneError,
-    options::{LoadOptions, MapMemory},
+    options::{FlowTableLru, LoadOptions, MapMemory},
     programmer::Programmer,
     runner::{RunResult, Runner},
     stats::Stats,
@@ -134,6 +135,8 @@ impl Dataplane {
         let udp_timeout_ns = options.udp_flow_timeout.as_nanos() as u64;
         let cache_slots = options.allocated_flow_cache_slots();
         let tick_ns = clock::tick_ns().map_err(DataplaneError::Clock)?;
+        let (flows_in_use, flows_unused) = options.flow_table_lru.maps();
+        let per_cpu_lru = u8::from(options.flow_table_lru == FlowTableLru::PerCpu);
         let mut ebpf = EbpfLoader::new()
             .override_global(RING_SIZE, &options.ring_size, true)
             .override_global("BENCH_RESTORE", &bench_restore, true)
@@ -153,15 +156,20 @@ impl Dataplane {
                 true,
             )
             .override_global(TICK_NS, &tick_ns, true)
+            .override_global(FLOW_TABLE_PER_CPU_LRU, &per_cpu_lru, true)
             .map_max_entries(VIPS, options.max_vips)
             .map_max_entries(VIP_STATE, options.max_vips)
             .map_max_entries(MEMBERS, options.max_backends)
             .map_max_entries(VIP_STATS, options.max_vips)
             .map_max_entries(VIP_GENERATIONS, options.max_vips)
             .map_max_entries(VIP_ADDRS, options.max_vips)
+            .map_max_entries(FLOOD, options.max_vips)
+            .map_max_entries(FLOOD_LIMITS, options.max_vips)
             .map_max_entries(BACKENDS, options.max_backends)
             .map_max_entries(BACKEND_STATS, options.max_backends)
-            .map_max_entries(FLOWS, options.flow_table_entries)
+            .map_max_entries(flows_in_use, options.flow_table_entries)
+            // One entry per CPU is the least a per-CPU LRU takes.
+            .map_max_entries(flows_unused, possible_cpus()?)
             .map_max_entries(FLOW_CACHE, cache_slots)
             .map_max_entries(FLOW_CACHE_EPOCHS, cache_slots)
             .map_max_entries(RINGS, options.ring_pairs())
@@ -175,7 +183,7 @@ impl Dataplane {
                 source,
             })?;
         }
-        let maps = Maps::open(|name| {
+        let maps = Maps::open(flows_in_use, |name| {
             ebpf.take_map(name).ok_or(DataplaneError::MissingMap {
                 map: name,
                 source: None,

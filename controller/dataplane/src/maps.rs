@@ -9,7 +9,8 @@ use lb_abi::{
     backend::{BACKENDS, Backend},
     control::{CONTROL, CONTROL_ACTIVE, Control},
     filter::{VIP_ADDRS, VIP_FILTER},
-    flow::{FLOWS, FlowKey, FlowValue},
+    flood::{FLOOD, FLOOD_LIMITS, FloodWindow},
+    flow::{FlowKey, FlowValue},
     flow_cache::{FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH},
     ring::{RINGS, RingPair},
     stats::{BACKEND_STATS, GLOBAL_STATS, TrafficCounters, VIP_STATS},
@@ -29,6 +30,8 @@ pub(crate) struct Maps {
     pub(crate) members: Array<MapData, Member>,
     pub(crate) writer_state: Array<MapData, WriterState>,
     pub(crate) flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+    /// Which flow map `flows` is (`LoadOptions::flow_table_lru`).
+    pub(crate) flows_name: &'static str,
     pub(crate) flow_cache_epochs: MappedArray,
     pub(crate) flow_cache_generation_epoch: MappedArray,
     pub(crate) vip_cache_epoch: MappedArray,
@@ -40,6 +43,8 @@ pub(crate) struct Maps {
     pub(crate) vip_stats: PerCpuArray<MapData, TrafficCounters>,
     pub(crate) backend_stats: PerCpuArray<MapData, TrafficCounters>,
     pub(crate) global_stats: PerCpuArray<MapData, u64>,
+    pub(crate) flood: PerCpuArray<MapData, FloodWindow>,
+    pub(crate) flood_limits: Array<MapData, u32>,
     /// Possible CPUs: the length of a per-CPU value.
     pub(crate) cpus: usize,
 }
@@ -47,6 +52,7 @@ pub(crate) struct Maps {
 impl Maps {
     /// Opens every map through `open`, which hands out each by name.
     pub(crate) fn open(
+        flows_name: &'static str,
         mut open: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
     ) -> Result<Self, DataplaneError> {
         let cpus = aya::util::nr_cpus()
@@ -59,7 +65,8 @@ impl Maps {
             backends: typed(open(BACKENDS)?, BACKENDS)?,
             members: typed(open(MEMBERS)?, MEMBERS)?,
             writer_state: typed(open(WRITER_STATE)?, WRITER_STATE)?,
-            flows: typed(open(FLOWS)?, FLOWS)?,
+            flows: typed(open(flows_name)?, flows_name)?,
+            flows_name,
             flow_cache_epochs: mapped::<u64>(open(FLOW_CACHE_EPOCHS)?, FLOW_CACHE_EPOCHS)?,
             flow_cache_generation_epoch: mapped::<u64>(
                 open(FLOW_CACHE_GENERATION_EPOCH)?,
@@ -74,13 +81,15 @@ impl Maps {
             vip_stats: typed(open(VIP_STATS)?, VIP_STATS)?,
             backend_stats: typed(open(BACKEND_STATS)?, BACKEND_STATS)?,
             global_stats: typed(open(GLOBAL_STATS)?, GLOBAL_STATS)?,
+            flood: typed(open(FLOOD)?, FLOOD)?,
+            flood_limits: typed(open(FLOOD_LIMITS)?, FLOOD_LIMITS)?,
             cpus,
         })
     }
 
     /// A second set of handles on the same maps (new file descriptors).
     pub(crate) fn reopen(&self) -> Result<Self, DataplaneError> {
-        Self::open(|name| {
+        Self::open(self.flows_name, |name| {
             let fd = self
                 .data(name)
                 .fd()
@@ -100,7 +109,7 @@ impl Maps {
             BACKENDS => self.backends.map(),
             MEMBERS => self.members.map(),
             WRITER_STATE => self.writer_state.map(),
-            FLOWS => self.flows.map(),
+            name if name == self.flows_name => self.flows.map(),
             FLOW_CACHE_EPOCHS => self.flow_cache_epochs.map(),
             FLOW_CACHE_GENERATION_EPOCH => self.flow_cache_generation_epoch.map(),
             VIP_CACHE_EPOCH => self.vip_cache_epoch.map(),
@@ -112,6 +121,8 @@ impl Maps {
             VIP_STATS => self.vip_stats.map(),
             BACKEND_STATS => self.backend_stats.map(),
             GLOBAL_STATS => self.global_stats.map(),
+            FLOOD => self.flood.map(),
+            FLOOD_LIMITS => self.flood_limits.map(),
             other => unreachable!("map {other} is not one of the programmer's"),
         }
     }

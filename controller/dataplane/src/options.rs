@@ -26,6 +26,9 @@ pub struct LoadOptions {
     /// bytes of locked kernel memory each, 1.2 GB, and the kernel takes
     /// about 3.7 s to create it. Size it to the flows a node must hold.
     pub flow_table_entries: u32,
+    /// How the flow table evicts: one LRU list for all CPUs (the default)
+    /// or one per CPU (`lb_abi::flow::FLOWS_PER_CPU_LRU`).
+    pub flow_table_lru: FlowTableLru,
     /// Idle time after which a UDP flow is placed anew. Default 30 s. With
     /// the caches on, a flow idle for the last 1/64 of it may be placed
     /// anew already (`lb_abi::flow_cache`).
@@ -41,9 +44,12 @@ pub struct LoadOptions {
     /// dropped and counted (`drop_too_big_rate_limited`). 0 = no limit.
     /// Default 1000.
     pub too_big_replies_per_cpu_per_sec: u32,
-    /// SYN-flood guard: new flows per second per CPU past which new flows
-    /// are balanced but not recorded in the flow table; 0 = no limit.
-    /// Default 125,000 (Katran's).
+    /// SYN-flood guard: new flows of one VIP per second per CPU past which
+    /// that VIP's new flows are balanced but not recorded in the flow
+    /// table; 0 = no limit. Each VIP counts its own (a flood on one leaves
+    /// the others recorded) and may set its own
+    /// (`VipConfig::new_flows_per_cpu_per_sec`). Default 125,000 (Katran's
+    /// figure, which Katran applies to all VIPs together).
     pub new_flows_per_cpu_per_sec: u32,
     /// Answer flow-table hits and VIP lookups from the per-CPU flow and
     /// VIP caches (`lb_abi::flow_cache`, `lb_abi::vip_cache`). Default: on
@@ -69,6 +75,36 @@ pub struct LoadOptions {
     pub reader_pause: bool,
 }
 
+/// The flow table's eviction lists; see [`LoadOptions::flow_table_lru`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlowTableLru {
+    /// One list shared by all CPUs: a flow keeps its entry whichever CPU
+    /// its packets reach, and the whole table serves whichever CPUs are
+    /// busy; inserts from several CPUs contend for the list's lock. The
+    /// default: on the 2-CPU host measured, an insert into a full table
+    /// cost less than with per-CPU lists even with both CPUs inserting, and
+    /// it kept more of the flows that moved CPU (`benches/README.md`,
+    /// `lru_contention`).
+    #[default]
+    Common,
+    /// One list per CPU (`BPF_F_NO_COMMON_LRU`), each evicting from its own
+    /// share of the entries: no shared lock, but a flow whose packets move
+    /// to another CPU (a changed RSS indirection table, a NIC queue
+    /// rebalanced) keeps its entry only as long as the old CPU's share does.
+    PerCpu,
+}
+
+impl FlowTableLru {
+    /// The flow map in use and the one loaded at its smallest size.
+    pub(crate) fn maps(self) -> (&'static str, &'static str) {
+        use lb_abi::flow::{FLOWS, FLOWS_PER_CPU_LRU};
+        match self {
+            FlowTableLru::Common => (FLOWS, FLOWS_PER_CPU_LRU),
+            FlowTableLru::PerCpu => (FLOWS_PER_CPU_LRU, FLOWS),
+        }
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
@@ -76,6 +112,7 @@ impl Default for LoadOptions {
             max_vips: limits::DEFAULT_MAX_VIPS,
             max_backends: limits::DEFAULT_MAX_BACKENDS,
             flow_table_entries: limits::DEFAULT_FLOW_TABLE_ENTRIES,
+            flow_table_lru: FlowTableLru::Common,
             udp_flow_timeout: std::time::Duration::from_nanos(limits::DEFAULT_UDP_FLOW_TIMEOUT_NS),
             tcp_flow_refresh: std::time::Duration::from_nanos(limits::DEFAULT_TCP_REFRESH_NS),
             too_big_replies_per_cpu_per_sec: limits::DEFAULT_TOO_BIG_REPLIES_PER_CPU_PER_SEC,
@@ -187,7 +224,7 @@ impl LoadOptions {
                 bytes: u64::from(self.ring_pairs()) * 8,
             },
             MapMemory {
-                map: lb_abi::flow::FLOWS,
+                map: self.flow_table_lru.maps().0,
                 field: "flow_table_entries",
                 entries: self.flow_table_entries,
                 bytes: u64::from(self.flow_table_entries) * FLOW_ENTRY_BYTES,

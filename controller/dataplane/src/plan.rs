@@ -251,6 +251,11 @@ impl Planner<'_> {
             None => {
                 let index = next(&self.taken.vip_indices, &mut self.used[0]);
                 self.writes.push(Write::ZeroVipStats(index));
+                self.writes.push(Write::FloodLimit {
+                    index,
+                    limit: u.config.flood_limit(),
+                    old: None,
+                });
                 index
             }
         };
@@ -310,6 +315,13 @@ impl Planner<'_> {
             Some(p) => {
                 if p.config.flags != u.config.flags {
                     self.address_change(&key, 0, p.config.flags, u.config.flags);
+                }
+                if p.config.flood_limit() != u.config.flood_limit() {
+                    self.writes.push(Write::FloodLimit {
+                        index,
+                        limit: u.config.flood_limit(),
+                        old: Some(p.config.flood_limit()),
+                    });
                 }
                 if p.config.revision != u.config.revision {
                     self.writes.push(Write::VipRevision {

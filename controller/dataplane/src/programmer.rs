@@ -35,7 +35,7 @@ use std::{net::IpAddr, sync::atomic::Ordering};
 
 use aya::maps::MapError;
 use lb_abi::{
-    flow::{FLOWS, FlowKey, FlowValue},
+    flow::{FlowKey, FlowValue},
     ring::pairs_per_ring,
     vip::{VipKey, VipState},
     writer::Member,
@@ -329,7 +329,7 @@ impl Programmer {
         match self.maps.flows.get(key, 0) {
             Ok(value) => Ok(Some(value)),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(FLOWS, "get")(e)),
+            Err(e) => Err(map_err(self.maps.flows_name, "get")(e)),
         }
     }
 
@@ -346,7 +346,7 @@ impl Programmer {
         self.maps
             .flows
             .insert(key, value, 0)
-            .map_err(map_err(FLOWS, "insert"))
+            .map_err(map_err(self.maps.flows_name, "insert"))
     }
 
     /// Removes the flow-table entry of `key`, if there is one; the flow's
@@ -360,7 +360,7 @@ impl Programmer {
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
                 Ok(false)
             }
-            Err(e) => Err(map_err(FLOWS, "remove")(e)),
+            Err(e) => Err(map_err(self.maps.flows_name, "remove")(e)),
         }
     }
 
@@ -372,7 +372,7 @@ impl Programmer {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(MapError::SyscallError(e))
                     if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(map_err(FLOWS, "remove")(e)),
+                Err(e) => return Err(map_err(self.maps.flows_name, "remove")(e)),
             }
         }
         // After the removals: a copy taken before this bump is not honoured.

@@ -18,6 +18,7 @@ use aya::maps::MapError;
 use lb_abi::{
     backend::{EMPTY_GENERATION, RETIRED},
     control::CONTROL,
+    flood::FLOOD_LIMITS,
     ip_from_wire,
     ring::NO_RING,
     vip::{VIP_GENERATIONS, VIPS, VipState},
@@ -136,6 +137,10 @@ pub(crate) fn book(maps: &Maps, options: &LoadOptions) -> Result<Book, Dataplane
             port: wire_port(key.port),
             protocol,
             flags: live.flags,
+            new_flows_per_cpu_per_sec: VipConfig::from_flood_limit(get(
+                maps.flood_limits.get(&index, 0),
+                FLOOD_LIMITS,
+            )?),
             backends: backends.iter().map(|(_, b, _)| b.clone()).collect(),
             revision: state.revision,
         };

@@ -2,7 +2,10 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use lb_abi::stats::{BACKEND_STATS, GLOBAL_STATS, GlobalCounter, TrafficCounters, VIP_STATS};
+use lb_abi::{
+    flood::FLOOD,
+    stats::{BACKEND_STATS, GLOBAL_STATS, GlobalCounter, TrafficCounters, VIP_STATS},
+};
 
 use crate::{
     error::{DataplaneError, map_err},
@@ -16,6 +19,9 @@ pub struct Stats {
     pub global: BTreeMap<GlobalCounter, u64>,
     /// Per programmed VIP, by (address, port, protocol).
     pub vips: BTreeMap<(IpAddr, u16, u8), TrafficCounters>,
+    /// Per programmed VIP: new flows not recorded because the VIP was over
+    /// its flood limit on their CPU (`lb_abi::flood`).
+    pub vip_flows_not_recorded_flood: BTreeMap<(IpAddr, u16, u8), u64>,
     /// Per backend address in use, summed over the VIPs that have it.
     pub backends: BTreeMap<IpAddr, TrafficCounters>,
 }
@@ -63,10 +69,16 @@ impl Programmer {
                 .vip_stats
                 .get(&index, 0)
                 .map_err(map_err(VIP_STATS, "get"))?;
-            let proto = config.protocol.number();
+            let key = (config.address, config.port, config.protocol.number());
+            stats.vips.insert(key, sum(&per_cpu));
+            let windows = self
+                .maps
+                .flood
+                .get(&index, 0)
+                .map_err(map_err(FLOOD, "get"))?;
             stats
-                .vips
-                .insert((config.address, config.port, proto), sum(&per_cpu));
+                .vip_flows_not_recorded_flood
+                .insert(key, windows.iter().map(|w| w.not_recorded).sum());
         }
         for (address, id) in self.backend_addresses() {
             let per_cpu = self

@@ -10,6 +10,7 @@ use lb_abi::{
     backend::{BACKENDS, Backend},
     control::{CONTROL, Control},
     filter::{VIP_ADDRS, VIP_FILTER},
+    flood::{FLOOD, FLOOD_LIMITS, FloodWindow},
     ring::pairs_per_ring,
     stats::{BACKEND_STATS, TrafficCounters, VIP_STATS},
     vip::{VIP_GENERATIONS, VIPS, VipKey, VipState},
@@ -68,6 +69,13 @@ pub(crate) enum Write {
         index: u32,
         key: VipKey,
         revision: u64,
+    },
+    /// A VIP's flood limit (`lb_abi::flood::FLOOD_LIMITS`); `old: None`
+    /// for a new VIP's index, which no packet reaches yet.
+    FloodLimit {
+        index: u32,
+        limit: u32,
+        old: Option<u32>,
     },
     VipRevision {
         index: u32,
@@ -193,6 +201,7 @@ impl Writer<'_> {
                     .write_field(*index, VIP_REVISION_OFFSET, revision);
                 Ok(())
             }
+            Write::FloodLimit { index, limit, .. } => set_flood_limit(m, *index, *limit),
             Write::VipRevision {
                 index, revision, ..
             } => {
@@ -238,6 +247,11 @@ impl Writer<'_> {
             }
             Write::Backend { id, old, .. } => set_backend(m, *id, old),
             Write::Member { id, old, .. } => set_member(m, *id, old),
+            Write::FloodLimit {
+                index,
+                old: Some(old),
+                ..
+            } => set_flood_limit(m, *index, *old),
             Write::VipRevision { index, old, .. } => {
                 m.vip_state.write_field(*index, VIP_REVISION_OFFSET, old);
                 Ok(())
@@ -265,6 +279,7 @@ impl Writer<'_> {
             Write::Control { .. }
             | Write::ZeroVipStats(_)
             | Write::ZeroBackendStats(_)
+            | Write::FloodLimit { old: None, .. }
             | Write::Ring { .. }
             | Write::VipOwner { .. } => Ok(()),
         }
@@ -334,7 +349,24 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
+fn set_flood_limit(m: &mut Maps, index: u32, limit: u32) -> Result<(), DataplaneError> {
+    m.flood_limits
+        .set(index, &limit, 0)
+        .map_err(map_err(FLOOD_LIMITS, "set"))
+}
+
+/// A new VIP's index starts with empty flood windows: none of the last
+/// holder's flows or not-recorded count.
+fn zero_flood(m: &mut Maps, index: u32) -> Result<(), DataplaneError> {
+    let zeros = PerCpuValues::try_from(vec![FloodWindow::default(); m.cpus])
+        .map_err(|e| map_err(FLOOD, "zero")(MapError::IoError(e)))?;
+    m.flood.set(index, zeros, 0).map_err(map_err(FLOOD, "zero"))
+}
+
 fn zero_stats(m: &mut Maps, index: u32, vip: bool) -> Result<(), DataplaneError> {
+    if vip {
+        zero_flood(m, index)?;
+    }
     let (map, name) = if vip {
         (&mut m.vip_stats, VIP_STATS)
     } else {

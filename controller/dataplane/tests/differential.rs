@@ -93,6 +93,7 @@ fn to_config(spec: &VipSpec) -> VipConfig {
             Protocol::Tcp
         },
         flags: spec.flags,
+        new_flows_per_cpu_per_sec: None,
         backends,
         revision: 0,
     }

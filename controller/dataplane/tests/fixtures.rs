@@ -416,6 +416,121 @@ fn past_the_flood_threshold_new_flows_are_balanced_but_not_recorded() {
     );
 }
 
+/// A SYN flood on one VIP used to stop flow recording for every VIP on the
+/// CPU (one window per CPU). Now each VIP has its own window and limit: the
+/// flooded VIP's new flows go unrecorded, counted under it, while another
+/// VIP's new flows are recorded and then hit the table; a VIP with a higher
+/// limit, or the guard off, records all of its own.
+#[test]
+fn a_syn_flood_on_one_vip_leaves_the_other_vips_flows_recorded() {
+    let mut dp = Dataplane::load(&lb_dataplane::LoadOptions {
+        new_flows_per_cpu_per_sec: 10,
+        ..small_options(251)
+    })
+    .unwrap();
+    dp.programmer().set_node(&node()).unwrap();
+    let backends = [("10.1.0.1", 1), ("10.1.0.2", 1)];
+    let flooded = vip(VIP4, 80, Protocol::Tcp, &backends);
+    let quiet = vip(VIP4, 443, Protocol::Tcp, &backends);
+    let generous = lb_dataplane::VipConfig {
+        new_flows_per_cpu_per_sec: Some(1_000),
+        ..vip(VIP4, 8080, Protocol::Tcp, &backends)
+    };
+    let unguarded = lb_dataplane::VipConfig {
+        new_flows_per_cpu_per_sec: Some(0),
+        ..vip(VIP4, 8443, Protocol::Tcp, &backends)
+    };
+    for v in [&flooded, &quiet, &generous, &unguarded] {
+        dp.programmer().upsert_vip(v).unwrap();
+    }
+    // The guard counts per CPU: keep every run on one.
+    pin_to_cpu(0);
+    let runner = dp.runner(lb_dataplane::ProgramKind::Balancer).unwrap();
+    let syns = |port: u16, clients: std::ops::Range<u16>| {
+        for c in clients {
+            let out = runner
+                .run(&tcp("192.0.2.1", 2000 + c, VIP4, port, Tcp::Syn, b""))
+                .unwrap();
+            assert_eq!(out.action, Action::Tx.code());
+        }
+    };
+    syns(80, 0..30);
+    syns(443, 0..5);
+    syns(8080, 0..30);
+    syns(8443, 0..30);
+    // The quiet VIP's flows were recorded: their next packets hit the table.
+    for c in 0..5 {
+        let out = runner
+            .run(&tcp("192.0.2.1", 2000 + c, VIP4, 443, Tcp::Ack, b""))
+            .unwrap();
+        assert_eq!(out.action, Action::Tx.code());
+    }
+    let stats = dp.programmer().stats().unwrap();
+    let not_recorded = |v: &lb_dataplane::VipConfig| {
+        stats.vip_flows_not_recorded_flood[&(v.address, v.port, v.protocol.number())]
+    };
+    // At most 10 recorded per one-second window; 30 runs span one window,
+    // or two if they straddle a boundary.
+    let skipped = not_recorded(&flooded);
+    assert!((10..=20).contains(&skipped), "{skipped}");
+    assert_eq!(not_recorded(&quiet), 0);
+    assert_eq!(not_recorded(&generous), 0);
+    assert_eq!(not_recorded(&unguarded), 0);
+    assert_eq!(stats.global(GlobalCounter::FlowNotRecordedFlood), skipped);
+    assert_eq!(stats.global(GlobalCounter::TxFlowHit), 5);
+
+    // Raising the flooded VIP's limit takes effect at once.
+    dp.programmer()
+        .upsert_vip(&lb_dataplane::VipConfig {
+            new_flows_per_cpu_per_sec: Some(1_000),
+            ..flooded.clone()
+        })
+        .unwrap();
+    let runner = dp.runner(lb_dataplane::ProgramKind::Balancer).unwrap();
+    for c in 100..110 {
+        runner
+            .run(&tcp("192.0.2.1", 2000 + c, VIP4, 80, Tcp::Syn, b""))
+            .unwrap();
+    }
+    let stats = dp.programmer().stats().unwrap();
+    assert_eq!(
+        stats.vip_flows_not_recorded_flood[&(flooded.address, 80, flooded.protocol.number())],
+        skipped
+    );
+}
+
+/// The per-CPU eviction lists are a load option: the same flow table
+/// behaviour, the other map. A SYN's flow is recorded there (not in the
+/// common-LRU map, left at its smallest) and its next packet hits it, and a
+/// writer that adopts the maps again finds its entries.
+#[test]
+fn a_flow_table_with_per_cpu_lru_lists_records_and_hits_flows() {
+    let mut dp = Dataplane::load(&lb_dataplane::LoadOptions {
+        flow_table_lru: lb_dataplane::FlowTableLru::PerCpu,
+        ..small_options(251)
+    })
+    .unwrap();
+    dp.programmer().set_node(&node()).unwrap();
+    dp.programmer()
+        .upsert_vip(&vip(
+            VIP4,
+            80,
+            Protocol::Tcp,
+            &[("10.1.0.1", 1), ("10.1.0.2", 1)],
+        ))
+        .unwrap();
+    let mut model = Model::new(dp.programmer().state().clone());
+    let syn = tcp("192.0.2.1", 4000, VIP4, 80, Tcp::Syn, b"");
+    let ack = tcp("192.0.2.1", 4000, VIP4, 80, Tcp::Ack, b"");
+    check(&dp, &mut model, &syn);
+    let (_, m) = check(&dp, &mut model, &ack);
+    assert_eq!(m.counter, GlobalCounter::TxFlowHit);
+    let key = lb_model::parse(&ack).unwrap().key;
+    let entry = dp.programmer().flow_entry(&key).unwrap().expect("recorded");
+    let adopted = dp.programmer().read_back().unwrap();
+    assert_eq!(adopted.flow_entry(&key).unwrap(), Some(entry));
+}
+
 #[test]
 fn idle_udp_flows_expire_and_are_placed_anew() {
     let mut dp = Dataplane::load(&lb_dataplane::LoadOptions {

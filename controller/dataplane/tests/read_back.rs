@@ -53,7 +53,13 @@ fn random_config(rng: &mut Rng) -> VipConfig {
         } else {
             Protocol::Udp
         },
-        flags: [0, flags::HASH_SRC_ONLY, flags::NO_FLOW_TABLE][rng.below(3) as usize],
+        flags: [
+            0,
+            flags::HASH_SRC_ONLY,
+            flags::NO_FLOW_TABLE,
+            flags::OPEN_ADDRESS | flags::PASS_ECHO,
+        ][rng.below(4) as usize],
+        new_flows_per_cpu_per_sec: [None, Some(0), Some(5_000)][rng.below(3) as usize],
         backends,
         revision: rng.below(1000),
     }

@@ -80,6 +80,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         port: 80,
         protocol: Protocol::Tcp,
         flags: 0,
+        new_flows_per_cpu_per_sec: None,
         backends: BACKENDS
             .iter()
             .map(|b| {

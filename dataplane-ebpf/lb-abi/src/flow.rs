@@ -25,6 +25,16 @@ use crate::backend::Backend;
 
 /// Name of the flow map in the eBPF object.
 pub const FLOWS: &str = "FLOWS";
+/// Name of the same table with one LRU list per CPU (`BPF_F_NO_COMMON_LRU`),
+/// used instead of [`FLOWS`] when [`FLOW_TABLE_PER_CPU_LRU`] is set. Its
+/// entries are split evenly between the CPUs, and a CPU evicts only from its
+/// own share: no lock shared between CPUs on an insert, but a flow that
+/// moves to another CPU keeps its entry only until that CPU's share evicts
+/// it, and a busy CPU cannot borrow an idle CPU's room.
+pub const FLOWS_PER_CPU_LRU: &str = "FLOWS_PER_CPU_LRU";
+/// Name of the global (`u8`, non-zero = on) that picks
+/// [`FLOWS_PER_CPU_LRU`]; the other map is loaded at its smallest size.
+pub const FLOW_TABLE_PER_CPU_LRU: &str = "FLOW_TABLE_PER_CPU_LRU";
 
 /// The 5-tuple of a packet, in wire layout. Aligned to 8 so the flow
 /// cache compares keys as five words.

@@ -133,8 +133,8 @@ counters! {
     /// `TxFlowHit`: every hit is sent.
     FlowMiss = "flow_miss",
     /// New flows not recorded in the flow table because this CPU saw more
-    /// new flows per second than the flood threshold (they are still
-    /// balanced by the ring).
+    /// new flows per second for their VIP than the VIP's flood limit (they
+    /// are still balanced by the ring). Per VIP in `lb_abi::flood`.
     FlowNotRecordedFlood = "flow_not_recorded_flood",
     /// Flow lookups (a UDP or non-SYN TCP packet's, or an ICMP error's)
     /// that this CPU's flow cache could not answer, so the flow table did.

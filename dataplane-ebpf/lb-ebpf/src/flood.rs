@@ -1,21 +1,24 @@
-//! The SYN-flood guard; see `lb_abi::flood`.
+//! The SYN-flood guard, per VIP; see `lb_abi::flood`.
 
-use lb_abi::flood::WINDOW_NS;
+use lb_abi::flood::{LIMIT_NODE_DEFAULT, WINDOW_NS};
 
 use crate::{
     clock,
-    maps::{FLOOD, flood_threshold},
+    maps::{FLOOD, FLOOD_LIMITS, flood_threshold},
 };
 
-/// Counts a new flow; `false` when this CPU is over the threshold and the
-/// flow should not be recorded.
+/// Counts a new flow of the VIP at `vip_index`; `false` when this CPU is
+/// over the VIP's limit and the flow should not be recorded.
 #[inline(always)]
-pub fn admit_new_flow() -> bool {
-    let threshold = flood_threshold();
-    if threshold == 0 {
+pub fn admit_new_flow(vip_index: u32) -> bool {
+    let limit = match FLOOD_LIMITS.get(vip_index) {
+        Some(&l) if l != LIMIT_NODE_DEFAULT => l,
+        _ => flood_threshold(),
+    };
+    if limit == 0 {
         return true;
     }
-    let Some(window) = FLOOD.get_ptr_mut(0) else {
+    let Some(window) = FLOOD.get_ptr_mut(vip_index) else {
         return true;
     };
     // SAFETY: a per-CPU slot, only this CPU touches it.
@@ -26,5 +29,9 @@ pub fn admit_new_flow() -> bool {
         window.new_flows = 0;
     }
     window.new_flows += 1;
-    window.new_flows <= u64::from(threshold)
+    if window.new_flows <= u64::from(limit) {
+        return true;
+    }
+    window.not_recorded += 1;
+    false
 }

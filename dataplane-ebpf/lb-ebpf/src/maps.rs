@@ -2,7 +2,7 @@
 //! Sizes here are placeholders; the loader sets the real ones.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC},
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -45,7 +45,64 @@ pub static VIP_GENERATIONS: Array<u32, { placeholder::VIPS }> = Array::new();
 pub static BACKENDS: Array<Backend, { placeholder::BACKENDS }> = Array::new();
 
 #[btf_map]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue, { placeholder::FLOWS }> = LruHashMap::new();
+static FLOWS: LruHashMap<FlowKey, FlowValue, { placeholder::FLOWS }> = LruHashMap::new();
+
+#[btf_map]
+static FLOWS_PER_CPU_LRU: LruHashMap<
+    FlowKey,
+    FlowValue,
+    { placeholder::FLOWS },
+    { BPF_F_NO_COMMON_LRU as usize },
+> = LruHashMap::new();
+
+/// Set by the loader: which of the two flow tables is in use
+/// (`lb_abi::flow::FLOW_TABLE_PER_CPU_LRU`). Read-only, so the verifier
+/// drops the other table's branch: choosing costs nothing per packet.
+#[unsafe(no_mangle)]
+static FLOW_TABLE_PER_CPU_LRU: u8 = 0;
+
+/// The flow table in use; every access goes through here.
+pub mod flows {
+    use aya_ebpf::bindings::BPF_ANY;
+    use lb_abi::flow::{FlowKey, FlowValue};
+
+    #[inline(always)]
+    fn per_cpu_lru() -> bool {
+        // SAFETY: a plain read of an initialised static.
+        unsafe { core::ptr::read_volatile(&super::FLOW_TABLE_PER_CPU_LRU) != 0 }
+    }
+
+    /// The entry of `key`, bumping its LRU position.
+    #[inline(always)]
+    pub fn get_ptr_mut(key: &FlowKey) -> Option<*mut FlowValue> {
+        if per_cpu_lru() {
+            super::FLOWS_PER_CPU_LRU.get_ptr_mut(key)
+        } else {
+            super::FLOWS.get_ptr_mut(key)
+        }
+    }
+
+    /// Whether `key` has an entry, bumping its LRU position.
+    #[inline(always)]
+    pub fn contains(key: &FlowKey) -> bool {
+        if per_cpu_lru() {
+            super::FLOWS_PER_CPU_LRU.get_ptr(key).is_some()
+        } else {
+            super::FLOWS.get_ptr(key).is_some()
+        }
+    }
+
+    /// Records `value` for `key`. A full LRU evicts; a failed insert only
+    /// costs affinity, never the packet.
+    #[inline(always)]
+    pub fn insert(key: &FlowKey, value: &FlowValue) {
+        let _ = if per_cpu_lru() {
+            super::FLOWS_PER_CPU_LRU.insert(key, value, u64::from(BPF_ANY))
+        } else {
+            super::FLOWS.insert(key, value, u64::from(BPF_ANY))
+        };
+    }
+}
 
 #[btf_map]
 pub static FLOW_CACHE: PerCpuArray<FlowCacheSlot, { DEFAULT_FLOW_CACHE_SLOTS as usize }> =
@@ -79,7 +136,10 @@ pub static VIP_ADDRS: HashMap<AddrKey, u32, { placeholder::VIPS }, { BPF_F_NO_PR
     HashMap::new();
 
 #[btf_map]
-pub static FLOOD: PerCpuArray<FloodWindow, 1> = PerCpuArray::new();
+pub static FLOOD: PerCpuArray<FloodWindow, { placeholder::VIPS }> = PerCpuArray::new();
+
+#[btf_map]
+pub static FLOOD_LIMITS: Array<u32, { placeholder::VIPS }> = Array::new();
 
 #[btf_map]
 pub static REPLY_BUCKET: PerCpuArray<ReplyBucket, 1> = PerCpuArray::new();

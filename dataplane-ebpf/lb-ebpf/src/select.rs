@@ -3,7 +3,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::{bindings::BPF_ANY, btf_maps::Array};
+use aya_ebpf::btf_maps::Array;
 use lb_abi::{
     FAMILY_V6, PROTO_UDP,
     backend::{Backend, EMPTY_GENERATION, recorded_generation},
@@ -18,8 +18,8 @@ use lb_abi::{
 use crate::{
     clock, flood,
     maps::{
-        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH, FLOWS, RINGS,
-        VIP_GENERATIONS, caches_enabled, flow_cache_slots, ring_size, tcp_refresh_ns,
+        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH, RINGS,
+        VIP_GENERATIONS, caches_enabled, flow_cache_slots, flows, ring_size, tcp_refresh_ns,
         udp_flow_timeout_ns,
     },
     stats,
@@ -45,7 +45,7 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &LiveVip) -> Result<Selection, Ve
     }
     let chosen = from_ring(key, vip)?;
     if use_flows {
-        if !flood::admit_new_flow() {
+        if !flood::admit_new_flow(vip.vip_index) {
             stats::bump(GlobalCounter::FlowNotRecordedFlood);
             return Ok(chosen);
         }
@@ -69,9 +69,7 @@ pub fn from_vip(key: &FlowKey, syn: bool, vip: &LiveVip) -> Result<Selection, Ve
             vip.generation,
             last_seen_ns,
         );
-        // A full LRU evicts; a failed insert only costs affinity, never the
-        // packet.
-        let _ = FLOWS.insert(key, &value, u64::from(BPF_ANY));
+        flows::insert(key, &value);
         // After the write: a copy taken before it is no longer honoured.
         // Without caches nothing reads epochs, so the shared cache line is
         // left alone.
@@ -170,7 +168,7 @@ fn udp_copy_lives(slot: &mut FlowCacheSlot, key: &FlowKey, lookup: Lookup) -> bo
     }
     if lookup == Lookup::Traffic && idle > timeout >> UDP_REFRESH_SHIFT {
         // An evicted entry has no time to refresh: the table decides.
-        let Some(entry) = FLOWS.get_ptr_mut(key) else {
+        let Some(entry) = flows::get_ptr_mut(key) else {
             return false;
         };
         // SAFETY: as in `table_hit`.
@@ -193,7 +191,7 @@ fn keep_tcp_entry(slot: &mut FlowCacheSlot, key: &FlowKey, index: u32) {
         return;
     }
     slot.seen_ns = now;
-    if FLOWS.get_ptr(key).is_some() {
+    if flows::contains(key) {
         return;
     }
     let Some(&vip_generation) = VIP_GENERATIONS.get(slot.vip_index) else {
@@ -207,7 +205,7 @@ fn keep_tcp_entry(slot: &mut FlowCacheSlot, key: &FlowKey, index: u32) {
         vip_generation,
         0,
     );
-    let _ = FLOWS.insert(key, &value, u64::from(BPF_ANY));
+    flows::insert(key, &value);
     // A table write for the key, like any: copies of the old entry go.
     bump_epoch(index);
 }
@@ -216,7 +214,7 @@ fn keep_tcp_entry(slot: &mut FlowCacheSlot, key: &FlowKey, index: u32) {
 /// after this lookup (0 for TCP). A UDP hit refreshes that time.
 #[inline(always)]
 fn table_hit(key: &FlowKey, lookup: Lookup) -> Option<((Selection, u32), u64)> {
-    let entry = FLOWS.get_ptr_mut(key)?;
+    let entry = flows::get_ptr_mut(key)?;
     clock::stress_pause();
     let value = copy_entry(entry);
     let hit = honoured(key, &value)?;

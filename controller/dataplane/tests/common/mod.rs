@@ -64,6 +64,7 @@ pub fn vip(address: &str, port: u16, protocol: Protocol, backends: &[(&str, u32)
         port,
         protocol,
         flags: 0,
+        new_flows_per_cpu_per_sec: None,
         backends: backends
             .iter()
             .map(|(a, w)| BackendConfig {
