@@ -284,7 +284,8 @@ impl Decap {
     }
 
     /// Attaches the program to `interface` (resolved in the calling thread's
-    /// network namespace) until this value is dropped.
+    /// network namespace) until this value is dropped. Generic mode is
+    /// refused while GRO is on, as for the balancer.
     pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<(), DataplaneError> {
         attach_xdp(program(&mut self.ebpf)?, PROGRAM, interface, mode)
     }

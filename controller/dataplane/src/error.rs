@@ -104,6 +104,12 @@ pub enum DataplaneError {
     /// The VIP is not programmed.
     #[error("no such VIP")]
     NoSuchVip,
+    /// Generic XDP refused: the interface coalesces packets (GRO) before
+    /// generic XDP sees them.
+    #[error(
+        "generic (skb) XDP on {interface} while GRO is on: it would see coalesced packets up to 64 KB and answer them as too big; turn GRO off (`ethtool -K {interface} gro off`) or attach in driver mode"
+    )]
+    GenericModeWithGro { interface: String },
     /// A network interface could not be resolved.
     #[error("interface {name}")]
     Interface {

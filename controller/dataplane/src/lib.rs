@@ -44,6 +44,7 @@ mod error;
 mod ids;
 mod maps;
 mod mmap;
+mod offloads;
 mod options;
 mod plan;
 pub mod programmer;
@@ -224,6 +225,11 @@ impl Dataplane {
 
     /// Attaches `kind` to `interface` (resolved in the calling thread's
     /// network namespace). It stays attached until the dataplane is dropped.
+    /// Generic mode is refused while GRO is on for the interface
+    /// ([`DataplaneError::GenericModeWithGro`]: it would see coalesced
+    /// packets); on a veth, whose peer's segmentation offloads reach it
+    /// whole, also turn the peer's TSO and GSO off, or use driver mode,
+    /// which turns them off itself.
     pub fn attach(
         &mut self,
         kind: ProgramKind,
@@ -313,6 +319,11 @@ pub(crate) fn attach_xdp(
     let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
     if index == 0 {
         return Err(interface_error(std::io::Error::last_os_error()));
+    }
+    if mode == XdpMode::Skb && offloads::gro_enabled(interface).map_err(interface_error)? {
+        return Err(DataplaneError::GenericModeWithGro {
+            interface: interface.to_owned(),
+        });
     }
     program
         .attach(index, mode)

@@ -531,6 +531,64 @@ fn a_flow_table_with_per_cpu_lru_lists_records_and_hits_flows() {
     assert_eq!(adopted.flow_entry(&key).unwrap(), Some(entry));
 }
 
+/// A NIC pads a short frame to 60 bytes, and some senders leave junk after
+/// the IP packet. Carried into the tunnel, those bytes would make a packet
+/// that fits the MTU leave larger than it. They are trimmed: the backend
+/// gets the IP packet exactly.
+#[test]
+fn ethernet_trailer_bytes_are_not_carried_into_the_tunnel() {
+    let mtu = 1400u16;
+    let (dp, mut model) = setup_at_mtu(mtu);
+    let padded = |frame: Vec<u8>, to: usize| {
+        let mut f = frame;
+        f.resize(to.max(f.len()), 0);
+        f
+    };
+    // A bare SYN is 54 bytes; on the wire it is padded to 60.
+    let syn = tcp("192.0.2.1", 4000, VIP4, 80, Tcp::Syn, b"");
+    let (k, _) = check(&dp, &mut model, &padded(syn.clone(), 60));
+    assert_eq!(k.frame.len(), 14 + 20 + (syn.len() - 14));
+    assert_eq!(&k.frame[34..], &syn[14..]);
+    // At the MTU once encapsulated, with junk after it: sent, at the MTU.
+    let fits = usize::from(mtu) - 20 - 20 - 20;
+    let full = tcp("192.0.2.1", 4001, VIP4, 80, Tcp::Ack, &vec![7; fits]);
+    let (k, m) = check(&dp, &mut model, &padded(full.clone(), full.len() + 32));
+    assert_eq!(m.action, Action::Tx);
+    assert_eq!(k.frame.len(), 14 + usize::from(mtu));
+    // IPv6, and 4in6 (the v4 UDP VIP has v6 backends).
+    let syn6 = tcp("2001:db8:ff::1", 4000, VIP6, 443, Tcp::Syn, b"");
+    let (k, _) = check(&dp, &mut model, &padded(syn6.clone(), syn6.len() + 8));
+    assert_eq!(&k.frame[54..], &syn6[14..]);
+    let dns = udp("192.0.2.1", 4000, VIP4, 53, b"q");
+    let (k, _) = check(&dp, &mut model, &padded(dns.clone(), 60));
+    assert_eq!(&k.frame[54..], &dns[14..]);
+}
+
+/// The balancer serves untagged traffic on its interface. A frame with an
+/// 802.1Q or 802.1ad tag, even one to a VIP, goes to the host stack
+/// untouched (where a VLAN interface may take it), counted. A tag the NIC
+/// stripped (receive VLAN offload) is invisible here: such frames are
+/// balanced and sent back untagged, so the balancer's interface must be an
+/// access port, or the offload off (README).
+#[test]
+fn vlan_tagged_frames_pass_untouched_and_are_counted() {
+    let (mut dp, mut model) = setup();
+    let untagged = tcp("192.0.2.1", 4000, VIP4, 80, Tcp::Syn, b"");
+    for tpid in [[0x81, 0x00], [0x88, 0xa8]] {
+        let mut tagged = untagged[..12].to_vec();
+        tagged.extend_from_slice(&tpid);
+        tagged.extend_from_slice(&[0x00, 0x64]); // VLAN 100
+        tagged.extend_from_slice(&untagged[12..]);
+        let (k, m) = check(&dp, &mut model, &tagged);
+        assert_eq!(
+            (m.action, m.counter),
+            (Action::Pass, GlobalCounter::PassVlanTagged)
+        );
+        assert_eq!(k.frame, tagged);
+    }
+    assert_eq!(counter(&mut dp, GlobalCounter::PassVlanTagged), 2);
+}
+
 #[test]
 fn idle_udp_flows_expire_and_are_placed_anew() {
     let mut dp = Dataplane::load(&lb_dataplane::LoadOptions {

@@ -119,3 +119,39 @@ fn driver_mode_round_trip() {
 fn generic_mode_round_trip() {
     round_trip(XdpMode::Skb);
 }
+
+/// Generic XDP runs after GRO: with GRO on it would be handed coalesced
+/// packets up to 64 KB, answer them as too big and drop them. Attaching in
+/// generic mode is refused while GRO is on, with the command that turns it
+/// off; with GRO off it attaches.
+#[test]
+fn generic_mode_is_refused_while_gro_is_on() {
+    let lb = Netns::new("lb").unwrap();
+    let client = Netns::new("cl").unwrap();
+    let link = VethPair::new(&lb, &client).unwrap();
+    let mut dp = dataplane(251);
+    lb.ethtool(&["-K", &link.local, "gro", "on"]).unwrap();
+    let refused = lb
+        .run(|| dp.attach(ProgramKind::Balancer, &link.local, XdpMode::Skb))
+        .unwrap()
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(
+            refused,
+            lb_dataplane::DataplaneError::GenericModeWithGro { .. }
+        ) && message.contains(&format!("ethtool -K {} gro off", link.local)),
+        "{message}"
+    );
+    lb.ethtool(&["-K", &link.local, "gro", "off"]).unwrap();
+    lb.run(|| dp.attach(ProgramKind::Balancer, &link.local, XdpMode::Skb))
+        .unwrap()
+        .unwrap();
+    // Native mode runs before GRO: allowed with it on.
+    let other = VethPair::new(&lb, &client).unwrap();
+    lb.ethtool(&["-K", &other.local, "gro", "on"]).unwrap();
+    let mut native = dataplane(251);
+    lb.run(|| native.attach(ProgramKind::Balancer, &other.local, XdpMode::Driver))
+        .unwrap()
+        .unwrap();
+}

@@ -39,6 +39,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, GlobalCounter> {
     match (frame[12], frame[13]) {
         (0x08, 0x00) => parse_v4(ip),
         (0x86, 0xdd) => parse_v6(ip),
+        (0x81, 0x00) | (0x88, 0xa8) => Err(GlobalCounter::PassVlanTagged),
         _ => Err(GlobalCounter::PassNotIp),
     }
 }

@@ -534,7 +534,8 @@ fn encapsulate(state: &DataplaneState, frame: &[u8], pkt: &Parsed, backend: &Bac
             out.extend_from_slice(&w.to_ne_bytes());
         }
     }
-    out.extend_from_slice(&frame[14..]);
+    // The IP packet only: an Ethernet trailer after it is not carried.
+    out.extend_from_slice(&frame[14..14 + pkt.ip_len as usize]);
     out
 }
 

@@ -65,6 +65,13 @@ impl Netns {
         ip(&all)
     }
 
+    /// Runs `ethtool args…` inside the namespace (Debian's `ethtool`).
+    pub fn ethtool(&self, args: &[&str]) -> Result<(), TestbedError> {
+        let mut all = vec!["netns", "exec", self.name.as_str(), "ethtool"];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
     /// Sets a sysctl inside the namespace (`key` as in `sysctl -w`).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<(), TestbedError> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));

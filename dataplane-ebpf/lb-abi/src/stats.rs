@@ -65,8 +65,12 @@ counters! {
     /// Answered: a VIP packet too big for the MTU once encapsulated got an
     /// ICMP fragmentation-needed (IPv4 with DF) or ICMPv6 packet-too-big.
     TxIcmpTooBig = "tx_icmp_too_big",
-    /// Passed: not IPv4 or IPv6 (ARP, VLAN tags, ...).
+    /// Passed: not IPv4 or IPv6 (ARP, LLDP, ...).
     PassNotIp = "pass_not_ip",
+    /// Passed: an 802.1Q or 802.1ad tag in the frame. The balancer serves
+    /// untagged traffic on the interface it is attached to; tagged frames
+    /// go to the host stack (a VLAN interface there may take them).
+    PassVlanTagged = "pass_vlan_tagged",
     /// Passed: IP, but not to a VIP.
     PassNotVip = "pass_not_vip",
     /// Passed: IP, but not TCP or UDP (other protocols, ICMP that is not

@@ -1,6 +1,9 @@
 //! Pushing the outer Ethernet + IP header: IPIP, IP6IP6, or 4in6.
 //!
-//! The inner packet is left byte for byte as received. The outer header:
+//! The inner packet is left byte for byte as received, less any Ethernet
+//! trailer after it (padding a short frame to 60 bytes, or junk): the
+//! frame that leaves is outer header + IP packet, so it never exceeds the
+//! MTU the packet was checked against. The outer header:
 //! - IPv4: version 4, IHL 5, TOS copied from the inner packet, total length
 //!   = inner IP length + 20, id 0, DF set, TTL from control, protocol 4.
 //! - IPv6: version 6, traffic class copied, flow label = low 20 bits of the
@@ -11,7 +14,10 @@
 //! - Ethernet: destination = gateway MAC, source = the interface's MAC, both
 //!   from control.
 
-use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use lb_abi::{
     FAMILY_V4, FAMILY_V6,
     backend::Backend,
@@ -71,6 +77,13 @@ pub fn encapsulate(
     control: &Control,
 ) -> Result<(), Verdict> {
     let no_room = Verdict::drop(GlobalCounter::DropNoHeadroom);
+    // `vip::check` made sure the frame holds the whole IP packet.
+    let trailer = h.frame_len - (ETH_LEN as u32 + h.ip_len);
+    // SAFETY: shrinks the frame's end by bytes past the IP packet; every
+    // pointer is derived from ctx afterwards.
+    if trailer != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(trailer as i32)) } != 0 {
+        return Err(no_room);
+    }
     let mix = outer_source_mix(key);
     let saved = if bench_restore() {
         let eth = bytes_at(ctx, 0, ETH_LEN).ok_or(no_room)?;

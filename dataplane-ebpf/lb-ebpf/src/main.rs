@@ -61,6 +61,8 @@ fn forward(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     } else if ethertype == parse::ETH_P_IPV6 {
         let r = parse::parse(ctx, parse::Family::V6).and_then(|h| forward_ip(ctx, h));
         closed::settle(ctx, true, r)
+    } else if ethertype == parse::ETH_P_8021Q || ethertype == parse::ETH_P_8021AD {
+        Err(Verdict::pass(GlobalCounter::PassVlanTagged))
     } else {
         Err(Verdict::pass(GlobalCounter::PassNotIp))
     }

@@ -24,6 +24,10 @@ pub use lb_ebpf::packet::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN, byt
 
 use crate::verdict::Verdict;
 
+/// VLAN tag EtherTypes (802.1Q, 802.1ad), as a native load reads them.
+pub const ETH_P_8021Q: u16 = 0x8100u16.to_be();
+pub const ETH_P_8021AD: u16 = 0x88a8u16.to_be();
+
 pub const TCP_LEN: usize = 20;
 pub const UDP_LEN: usize = 8;
 
