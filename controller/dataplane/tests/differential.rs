@@ -167,6 +167,13 @@ enum Mutation {
     ExtHeaders(Vec<(u8, u8)>),
     /// The IP protocol / next header rewritten (GRE, ESP, SCTP).
     Protocol(u8),
+    /// TCP options inserted after the TCP header: `nops` no-ops, then an
+    /// MSS option of this value (or, with 0, a malformed 2-byte one), then
+    /// padding to a whole word.
+    TcpOptions {
+        nops: u8,
+        mss: u16,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -205,6 +212,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         )
         .prop_map(Mutation::ExtHeaders),
         1 => prop_oneof![Just(47u8), Just(50), Just(132)].prop_map(Mutation::Protocol),
+        3 => (0..3u8, prop_oneof![Just(0u16), 500..1500u16, Just(1460), Just(8960)])
+            .prop_map(|(nops, mss)| Mutation::TcpOptions { nops, mss }),
     ]
 }
 
@@ -394,6 +403,25 @@ fn mutate(mut f: Vec<u8>, spec: &FrameSpec) -> Vec<u8> {
             f[18..20].copy_from_slice(&payload.to_be_bytes());
         }
         Mutation::Protocol(p) => f[if spec.v6 { 20 } else { 23 }] = p,
+        Mutation::TcpOptions { nops, mss } if spec.proto == 0 => {
+            let l4 = if spec.v6 { 54 } else { 34 };
+            let mut options = vec![1u8; usize::from(nops)];
+            if mss == 0 {
+                options.extend_from_slice(&[2, 2]);
+            } else {
+                options.extend_from_slice(&[2, 4]);
+                options.extend_from_slice(&mss.to_be_bytes());
+            }
+            options.resize(options.len().div_ceil(4) * 4, 0);
+            let tail = f.split_off(l4 + 20);
+            f.extend_from_slice(&options);
+            f.extend(tail);
+            f[l4 + 12] = ((5 + options.len() / 4) as u8) << 4 | (f[l4 + 12] & 0x0f);
+            let grow = options.len() as u16;
+            let (len_at, _) = if spec.v6 { (18, ()) } else { (16, ()) };
+            let v = u16::from_be_bytes([f[len_at], f[len_at + 1]]) + grow;
+            f[len_at..len_at + 2].copy_from_slice(&v.to_be_bytes());
+        }
         _ => {}
     }
     f

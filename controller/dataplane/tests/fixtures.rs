@@ -589,6 +589,113 @@ fn vlan_tagged_frames_pass_untouched_and_are_counted() {
     assert_eq!(counter(&mut dp, GlobalCounter::PassVlanTagged), 2);
 }
 
+/// A SYN from `src` to `dst:port` carrying `options` (a whole number of
+/// words), its TCP checksum correct.
+fn syn_with_options(src: &str, dst: &str, port: u16, options: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut builder = ip_layer(src, dst).tcp(4000, port, 7, 1000).syn();
+    builder = builder
+        .options_raw(options)
+        .expect("options of whole words");
+    builder.write(&mut out, b"").unwrap();
+    out
+}
+
+/// The inner TCP segment of an encapsulated frame: its MSS option value
+/// (the first option after `nops` no-ops) and whether its checksum holds.
+fn inner_mss(frame: &[u8], outer: usize, nops: usize) -> (u16, bool) {
+    let inner = &frame[14 + outer..];
+    let sliced = SlicedPacket::from_ip(inner).unwrap();
+    let tcp = match sliced.transport.unwrap() {
+        etherparse::TransportSlice::Tcp(t) => t,
+        _ => panic!("not TCP"),
+    };
+    let header = tcp.to_header();
+    let ok = match sliced.net.unwrap() {
+        NetSlice::Ipv4(ip) => {
+            header
+                .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
+                .unwrap()
+                == header.checksum
+        }
+        NetSlice::Ipv6(ip) => {
+            header
+                .calc_checksum_ipv6(&ip.header().to_header(), tcp.payload())
+                .unwrap()
+                == header.checksum
+        }
+        _ => panic!("no IP"),
+    };
+    let o = tcp.options();
+    (u16::from_be_bytes([o[nops + 2], o[nops + 3]]), ok)
+}
+
+/// A client's first bulk connection used to pay about ten too-big round
+/// trips before its segments fit the tunnel. With `CLAMP_MSS` a SYN's MSS
+/// option is lowered to what fits (node MTU − outer header − inner IP −
+/// TCP), the checksum updated, wherever the option sits; smaller ones and
+/// VIPs without the flag are left alone.
+#[test]
+fn a_syns_mss_is_clamped_to_fit_the_tunnel_when_the_vip_asks() {
+    use lb_abi::vip::flags;
+    let (mut dp, mut model) = setup_at_mtu(1500);
+    for v in [
+        vip(VIP4, 80, Protocol::Tcp, &[("10.1.0.1", 1)]),
+        vip(VIP6, 443, Protocol::Tcp, &[("2001:db8:1::1", 1)]),
+        vip(VIP4, 8080, Protocol::Tcp, &[("2001:db8:1::2", 1)]),
+    ] {
+        dp.programmer()
+            .upsert_vip(&lb_dataplane::VipConfig {
+                flags: flags::CLAMP_MSS,
+                ..v
+            })
+            .unwrap();
+    }
+    resync(&mut dp, &mut model);
+    let mss = |value: u16, nops: usize| {
+        let mut o = vec![1u8; nops];
+        o.extend_from_slice(&[2, 4]);
+        o.extend_from_slice(&value.to_be_bytes());
+        o.resize(o.len().div_ceil(4) * 4, 0);
+        o
+    };
+    // (VIP, port, outer header, MSS the tunnel fits)
+    let cases = [
+        (VIP4, 80, 20, 1500 - 20 - 20 - 20),
+        (VIP6, 443, 40, 1500 - 40 - 40 - 20),
+        (VIP4, 8080, 40, 1500 - 40 - 20 - 20),
+    ];
+    for (vip_addr, port, outer, fits) in cases {
+        let client = if vip_addr.contains(':') {
+            "2001:db8:ff::1"
+        } else {
+            "192.0.2.1"
+        };
+        for nops in [0, 1, 3] {
+            let frame = syn_with_options(client, vip_addr, port, &mss(1460, nops));
+            let (k, m) = check(&dp, &mut model, &frame);
+            assert_eq!(m.action, Action::Tx);
+            assert_eq!(
+                inner_mss(&k.frame, outer, nops),
+                (fits, true),
+                "{vip_addr} {nops}"
+            );
+            // Already small enough: untouched.
+            let small = syn_with_options(client, vip_addr, port, &mss(1200, nops));
+            let (k, _) = check(&dp, &mut model, &small);
+            assert_eq!(&k.frame[14 + outer..], &small[14..]);
+        }
+    }
+    // The setup's own VIP without the flag keeps the client's MSS.
+    dp.programmer()
+        .upsert_vip(&vip(VIP4, 80, Protocol::Tcp, &[("10.1.0.1", 1)]))
+        .unwrap();
+    resync(&mut dp, &mut model);
+    let frame = syn_with_options("192.0.2.1", VIP4, 80, &mss(1460, 0));
+    let (k, _) = check(&dp, &mut model, &frame);
+    assert_eq!(&k.frame[34..], &frame[14..]);
+}
+
 #[test]
 fn idle_udp_flows_expire_and_are_placed_anew() {
     let mut dp = Dataplane::load(&lb_dataplane::LoadOptions {

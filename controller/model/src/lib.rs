@@ -224,7 +224,12 @@ impl Model {
             );
         }
         too_big(&self.state, frame, &pkt, &backend)?;
-        let out = encapsulate(&self.state, frame, &pkt, &backend);
+        let out = if pkt.syn && vip.flags & flags::CLAMP_MSS != 0 {
+            let max = lb_abi::vip::max_mss(fits(&self.state, &backend), pkt.l3_len);
+            encapsulate(&self.state, &clamp_mss(frame, &pkt, max), &pkt, &backend)
+        } else {
+            encapsulate(&self.state, frame, &pkt, &backend)
+        };
         Ok((GlobalCounter::TxRing, out, vip.vip_index, id))
     }
 
@@ -300,6 +305,58 @@ impl Model {
             .is_some_and(|b| b.generation == f.backend.generation);
         (vip_live && backend_live).then_some(*f)
     }
+}
+
+/// `frame` with its TCP MSS option lowered to `max` if larger, and the TCP
+/// checksum updated incrementally (RFC 1624), as `flags::CLAMP_MSS` asks.
+/// The options are walked by kind; at most eight are looked at, and a
+/// malformed list is left alone.
+fn clamp_mss(frame: &[u8], pkt: &Parsed, max: u16) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let l4 = pkt.l4;
+    let end = (l4 + usize::from(f[l4 + 12] >> 4) * 4).min(f.len());
+    let mut off = l4 + 20;
+    for _ in 0..8 {
+        if off >= end {
+            break;
+        }
+        match f[off] {
+            0 => break,
+            1 => off += 1,
+            kind => {
+                let Some(&len) = f.get(off + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || off + len > end {
+                    break;
+                }
+                if kind == 2 {
+                    let old = if len == 4 {
+                        u16::from_be_bytes([f[off + 2], f[off + 3]])
+                    } else {
+                        0
+                    };
+                    if old > max {
+                        f[off + 2..off + 4].copy_from_slice(&max.to_be_bytes());
+                        // Big-endian words from the TCP header's start; a
+                        // value at an odd offset counts byte-swapped.
+                        let (o, n) = if (off + 2 - l4).is_multiple_of(2) {
+                            (old, max)
+                        } else {
+                            (old.swap_bytes(), max.swap_bytes())
+                        };
+                        let check = u16::from_be_bytes([f[l4 + 16], f[l4 + 17]]);
+                        let mut sum = u32::from(!check) + u32::from(!o) + u32::from(n);
+                        sum = (sum & 0xffff) + (sum >> 16);
+                        sum = (sum & 0xffff) + (sum >> 16);
+                        f[l4 + 16..l4 + 18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+                    }
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+    f
 }
 
 /// The client's 5-tuple from the packet an ICMP error quotes (which went

@@ -157,8 +157,29 @@ pub mod flags {
     /// Pass ICMP echo requests to the VIP's address to this host's stack
     /// (it answers them if it holds the address); dropped otherwise.
     pub const PASS_ECHO: u32 = 1 << 3;
+    /// Clamp the MSS option of the VIP's TCP SYNs to what fits the tunnel
+    /// ([`crate::vip::max_mss`]); SYNs without the option, or with a
+    /// smaller one, are left alone. A client's MSS bounds what the backend
+    /// sends it: use it where that return path is encapsulated or narrower
+    /// too. With direct return, what bounds the client's own segments is
+    /// the MSS in the backend's SYN-ACK, which never crosses the balancer:
+    /// set that on the backends (README, "Path MTU").
+    pub const CLAMP_MSS: u32 = 1 << 4;
     /// Every bit defined above; userspace rejects others.
-    pub const ALL: u32 = HASH_SRC_ONLY | NO_FLOW_TABLE | OPEN_ADDRESS | PASS_ECHO;
+    pub const ALL: u32 = HASH_SRC_ONLY | NO_FLOW_TABLE | OPEN_ADDRESS | PASS_ECHO | CLAMP_MSS;
+}
+
+/// The largest TCP MSS whose segments fit `fits` bytes of inner IP packet
+/// (the node MTU less the outer header) behind `l3_len` bytes of IP
+/// header(s): what `flags::CLAMP_MSS` lowers a SYN's MSS option to.
+#[inline(always)]
+pub const fn max_mss(fits: u32, l3_len: u32) -> u16 {
+    let mss = fits.saturating_sub(l3_len + 20);
+    if mss > u16::MAX as u32 {
+        u16::MAX
+    } else {
+        mss as u16
+    }
 }
 
 #[cfg(test)]

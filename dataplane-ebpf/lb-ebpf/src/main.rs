@@ -27,6 +27,7 @@ mod encap;
 mod flood;
 mod icmp;
 mod maps;
+mod mss;
 mod parse;
 mod select;
 mod stats;
@@ -35,7 +36,10 @@ mod verdict;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_abi::stats::GlobalCounter;
+use lb_abi::{
+    stats::GlobalCounter,
+    vip::{flags, max_mss},
+};
 
 use crate::verdict::Verdict;
 
@@ -83,22 +87,27 @@ fn forward_ip(ctx: &XdpContext, headers: parse::Headers) -> Result<Verdict, Verd
     } else {
         select::flow_hit(&flow, select::Lookup::Traffic)
     };
-    let (chosen, vip_index) = match hit {
-        Some(hit) => {
+    // Only a SYN asks for the clamp, and a SYN never takes a hit.
+    let (chosen, vip_index, clamp) = match hit {
+        Some((chosen, vip_index)) => {
             // A hit skips the VIP lookup, not the checks VIP traffic is
             // held to.
             vip::check(&headers)?;
-            hit
+            (chosen, vip_index, false)
         }
         None => {
             let vip = vip::lookup(&vip_key)?;
             vip::check(&headers)?;
-            (select::from_vip(&flow, syn, &vip)?, vip.vip_index)
+            let clamp = syn && vip.flags & flags::CLAMP_MSS != 0;
+            (select::from_vip(&flow, syn, &vip)?, vip.vip_index, clamp)
         }
     };
     let (control, fits) = encap::room(&chosen.backend)?;
     if headers.ip_len > fits {
         return Err(toobig::answer(ctx, &headers, fits));
+    }
+    if clamp {
+        mss::clamp(ctx, &headers, max_mss(fits, headers.l3_len));
     }
     encap::encapsulate(ctx, &headers, &flow, &chosen.backend, control)?;
     stats::traffic(vip_index, chosen.backend_id, headers.frame_len);
