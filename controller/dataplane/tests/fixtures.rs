@@ -51,6 +51,22 @@ fn setup_at_mtu(mtu: u16) -> (Dataplane, Model) {
     (dp, model)
 }
 
+/// A dataplane loaded with `options`, node settings set, and one VIP:
+/// VIP4:80/TCP over two backends.
+fn web_vip(options: LoadOptions) -> Dataplane {
+    let mut dp = Dataplane::load(&options).unwrap();
+    dp.programmer().set_node(&node()).unwrap();
+    dp.programmer()
+        .upsert_vip(&vip(
+            VIP4,
+            80,
+            Protocol::Tcp,
+            &[("10.1.0.1", 1), ("10.1.0.2", 1)],
+        ))
+        .unwrap();
+    dp
+}
+
 fn outer_dst(frame: &[u8]) -> std::net::IpAddr {
     match SlicedPacket::from_ethernet(frame).unwrap().net.unwrap() {
         NetSlice::Ipv4(ip) => ip.header().destination_addr().into(),
@@ -371,20 +387,10 @@ fn removing_a_vip_passes_its_traffic_and_keeps_its_address_neighbours() {
 
 #[test]
 fn past_the_flood_threshold_new_flows_are_balanced_but_not_recorded() {
-    let mut dp = Dataplane::load(&lb_dataplane::LoadOptions {
+    let mut dp = web_vip(lb_dataplane::LoadOptions {
         new_flows_per_cpu_per_sec: 10,
         ..small_options(251)
-    })
-    .unwrap();
-    dp.programmer().set_node(&node()).unwrap();
-    dp.programmer()
-        .upsert_vip(&vip(
-            VIP4,
-            80,
-            Protocol::Tcp,
-            &[("10.1.0.1", 1), ("10.1.0.2", 1)],
-        ))
-        .unwrap();
+    });
     // The guard counts per CPU: keep every run on one.
     pin_to_cpu(0);
     let runner = dp.runner(lb_dataplane::ProgramKind::Balancer).unwrap();
@@ -505,20 +511,10 @@ fn a_syn_flood_on_one_vip_leaves_the_other_vips_flows_recorded() {
 /// writer that adopts the maps again finds its entries.
 #[test]
 fn a_flow_table_with_per_cpu_lru_lists_records_and_hits_flows() {
-    let mut dp = Dataplane::load(&lb_dataplane::LoadOptions {
+    let mut dp = web_vip(lb_dataplane::LoadOptions {
         flow_table_lru: lb_dataplane::FlowTableLru::PerCpu,
         ..small_options(251)
-    })
-    .unwrap();
-    dp.programmer().set_node(&node()).unwrap();
-    dp.programmer()
-        .upsert_vip(&vip(
-            VIP4,
-            80,
-            Protocol::Tcp,
-            &[("10.1.0.1", 1), ("10.1.0.2", 1)],
-        ))
-        .unwrap();
+    });
     let mut model = Model::new(dp.programmer().state().clone());
     let syn = tcp("192.0.2.1", 4000, VIP4, 80, Tcp::Syn, b"");
     let ack = tcp("192.0.2.1", 4000, VIP4, 80, Tcp::Ack, b"");
@@ -1371,71 +1367,42 @@ fn a_vip_opens_its_address_to_the_hosts_stack_only_when_asked() {
             &[("2001:db8:2::1", 1), ("2001:db8:2::2", 1)],
         )
     };
-    let expect =
-        |dp: &Dataplane, model: &mut Model, frame: &[u8], want: (Action, GlobalCounter)| {
-            let (_, m) = check(dp, model, frame);
-            assert_eq!((m.action, m.counter), want);
-        };
-
-    dp.programmer()
-        .upsert_vip(&with_flags(flags::PASS_ECHO))
-        .unwrap();
-    resync(&mut dp, &mut model);
-    expect(
-        &dp,
-        &mut model,
-        &echo,
-        (Action::Pass, GlobalCounter::PassOpenAddress),
-    );
-    expect(
-        &dp,
-        &mut model,
-        &ssh,
-        (Action::Drop, GlobalCounter::DropClosedPort),
-    );
-
-    dp.programmer()
-        .upsert_vip(&with_flags(flags::OPEN_ADDRESS))
-        .unwrap();
-    resync(&mut dp, &mut model);
-    expect(
-        &dp,
-        &mut model,
-        &ssh,
-        (Action::Pass, GlobalCounter::PassOpenAddress),
-    );
-    expect(
-        &dp,
-        &mut model,
-        &echo,
-        (Action::Pass, GlobalCounter::PassOpenAddress),
-    );
+    let open = (Action::Pass, GlobalCounter::PassOpenAddress);
+    let steps = [
+        (
+            flags::PASS_ECHO,
+            [
+                (&echo, open),
+                (&ssh, (Action::Drop, GlobalCounter::DropClosedPort)),
+            ],
+        ),
+        (flags::OPEN_ADDRESS, [(&ssh, open), (&echo, open)]),
+    ];
+    for (flags, expected) in steps {
+        dp.programmer().upsert_vip(&with_flags(flags)).unwrap();
+        resync(&mut dp, &mut model);
+        for (frame, want) in expected {
+            let (_, m) = check(&dp, &mut model, frame);
+            assert_eq!((m.action, m.counter), want, "flags {flags:#x}");
+        }
+    }
     // Balanced traffic is balanced as before.
     let (_, m) = check(&dp, &mut model, &udp("192.0.2.1", 1, VIP4, 53, b"q"));
     assert_eq!(m.action, Action::Tx);
-    // Only that address: the IPv6 VIP's stays closed.
-    expect(
-        &dp,
-        &mut model,
-        &tcp("2001:db8:ff::1", 1, VIP6, 22, Tcp::Syn, b""),
-        (Action::Drop, GlobalCounter::DropClosedPort),
-    );
-
-    // The opening VIP removed: the address, still VIP4:80's, closes.
+    // Only that address: the IPv6 VIP's stays closed; and with the opening
+    // VIP removed, the address, still VIP4:80's, closes.
+    let v6_ssh = tcp("2001:db8:ff::1", 1, VIP6, 22, Tcp::Syn, b"");
+    let (_, m) = check(&dp, &mut model, &v6_ssh);
+    assert_eq!(m.counter, GlobalCounter::DropClosedPort);
     dp.programmer().remove_vip(&with_flags(0).key()).unwrap();
     resync(&mut dp, &mut model);
-    expect(
-        &dp,
-        &mut model,
-        &ssh,
-        (Action::Drop, GlobalCounter::DropClosedPort),
-    );
-    expect(
-        &dp,
-        &mut model,
-        &echo,
-        (Action::Drop, GlobalCounter::DropClosedEcho),
-    );
+    for (frame, closed) in [
+        (&ssh, GlobalCounter::DropClosedPort),
+        (&echo, GlobalCounter::DropClosedEcho),
+    ] {
+        let (_, m) = check(&dp, &mut model, frame);
+        assert_eq!((m.action, m.counter), (Action::Drop, closed));
+    }
 }
 
 /// A too-big reply goes back to the packet's source from the MAC it was
