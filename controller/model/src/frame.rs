@@ -21,7 +21,7 @@ pub struct Parsed {
     pub dont_fragment: bool,
 }
 
-fn word(b: &[u8], at: usize) -> u32 {
+pub(crate) fn word(b: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
@@ -118,12 +118,15 @@ fn extension_headers(ip: &[u8]) -> Result<(u8, usize), GlobalCounter> {
     let followed = |h: u8| h == 0 || h == 43 || h == 60;
     let mut next = ip[6];
     let mut off = 40;
-    for _ in 0..MAX_EXT_HEADERS {
+    for followed_so_far in 0..=MAX_EXT_HEADERS {
         if next == 44 {
             return Err(GlobalCounter::DropClosedFragment);
         }
         if !followed(next) {
             return Ok((next, off));
+        }
+        if followed_so_far == MAX_EXT_HEADERS {
+            break;
         }
         if ip.len() < off + 8 {
             return Err(GlobalCounter::PassTruncated);
@@ -134,11 +137,7 @@ fn extension_headers(ip: &[u8]) -> Result<(u8, usize), GlobalCounter> {
         next = ip[off];
         off += (usize::from(ip[off + 1]) + 1) * 8;
     }
-    match next {
-        44 => Err(GlobalCounter::DropClosedFragment),
-        h if followed(h) => Err(GlobalCounter::DropClosedExtHeader),
-        _ => Ok((next, off)),
-    }
+    Err(GlobalCounter::DropClosedExtHeader)
 }
 
 /// ICMP protocol numbers of IPv4 and IPv6.

@@ -23,6 +23,7 @@
 pub mod frame;
 mod state;
 
+use frame::word;
 pub use frame::{Parsed, parse};
 pub use state::{DataplaneState, VipEntry};
 
@@ -51,10 +52,6 @@ fn is_closed(c: GlobalCounter) -> bool {
             | GlobalCounter::DropClosedEcho
             | GlobalCounter::DropClosedExtHeader
     )
-}
-
-fn word(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// What XDP does with the frame.

@@ -18,10 +18,10 @@ use lb_abi::{
     filter::{address, filter_bit},
     stats::GlobalCounter,
 };
-use lb_ebpf::packet::{ETH_LEN, IPV4_LEN, IPV6_LEN, bytes_at, load};
 
 use crate::{
     maps::{VIP_ADDRS, VIP_FILTER},
+    parse,
     verdict::Verdict,
 };
 
@@ -66,16 +66,8 @@ fn decide(ctx: &XdpContext, v6: bool, closed: GlobalCounter) -> Verdict {
 /// no VIP.
 #[inline(always)]
 fn address_bits(ctx: &XdpContext, v6: bool) -> Option<u32> {
-    let key = if v6 {
-        let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN)?;
-        AddrKey::from_wire(
-            FAMILY_V6,
-            [load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)],
-        )
-    } else {
-        let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN)?;
-        AddrKey::from_wire(FAMILY_V4, [load(ip, 16), 0, 0, 0])
-    };
+    let family = if v6 { FAMILY_V6 } else { FAMILY_V4 };
+    let key = AddrKey::from_wire(family, parse::destination(ctx, v6)?);
     // Most such traffic is to no VIP: the filter settles it without a hash.
     let (word, mask) = filter_bit(&key.addr);
     if VIP_FILTER.get(word).copied().unwrap_or(0) & mask == 0 {

@@ -17,9 +17,15 @@ use aya_ebpf::programs::XdpContext;
 use lb_abi::{
     AddrKey, FAMILY_V4, PROTO_TCP, PROTO_UDP, flow::FlowKey, stats::GlobalCounter, vip::VipKey,
 };
-use lb_ebpf::packet::{ETH_LEN, IPV4_LEN, IPV6_LEN, bytes_at, load};
+use lb_ebpf::packet::{IPV4_LEN, IPV6_LEN, bytes_at, load};
 
-use crate::{encap, maps, parse::Headers, select, stats, verdict::Verdict, vip};
+use crate::{
+    encap, maps,
+    parse::{self, Headers},
+    select, stats,
+    verdict::Verdict,
+    vip,
+};
 
 /// Sends an ICMP error about a VIP flow to the flow's backend.
 #[inline(always)]
@@ -42,7 +48,7 @@ pub fn forward(ctx: &XdpContext, h: &Headers) -> Result<Verdict, Verdict> {
     if !steered {
         return Err(other);
     }
-    let outer_dst = outer_destination(ctx, h).ok_or(other)?;
+    let outer_dst = parse::destination(ctx, h.family != FAMILY_V4).ok_or(other)?;
     let Some(flow) = quoted_flow(ctx, h) else {
         return Err(unreadable(h.family, outer_dst));
     };
@@ -66,18 +72,6 @@ pub fn forward(ctx: &XdpContext, h: &Headers) -> Result<Verdict, Verdict> {
     encap::encapsulate(ctx, h, &flow, &chosen.backend, control)?;
     stats::traffic(vip.vip_index, chosen.backend_id, h.frame_len);
     Ok(Verdict::tx(GlobalCounter::TxIcmpToBackend))
-}
-
-/// The error's destination address, wire layout.
-#[inline(always)]
-fn outer_destination(ctx: &XdpContext, h: &Headers) -> Option<[u32; 4]> {
-    if h.family == FAMILY_V4 {
-        let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN)?;
-        Some([load(ip, 16), 0, 0, 0])
-    } else {
-        let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN)?;
-        Some([load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)])
-    }
 }
 
 /// The client's 5-tuple, from the quoted backend packet (reversed).

@@ -186,13 +186,17 @@ const IPV6_DEST_OPTIONS: u8 = 60;
 fn skip_extension_headers(ctx: &XdpContext, mut next: u8) -> Result<(u8, usize), Verdict> {
     let mut off = ETH_LEN + IPV6_LEN;
     let mut i = 0;
-    // The common case, no extension header, leaves at the first test.
-    while i < MAX_EXT_HEADERS {
+    // The common case, no extension header, leaves at the first test; a
+    // followed header past the last one followed ends the parse.
+    while i <= MAX_EXT_HEADERS {
         if next == IPV6_FRAGMENT {
             return Err(Verdict::drop(GlobalCounter::DropClosedFragment));
         }
         if next != IPV6_HOP_BY_HOP && next != IPV6_DEST_OPTIONS && next != IPV6_ROUTING {
             return Ok((next, off));
+        }
+        if i == MAX_EXT_HEADERS {
+            break;
         }
         // Every extension header is a multiple of 8 bytes, at least 8.
         let ext = bytes_at(ctx, off, 8).ok_or(Verdict::pass(GlobalCounter::PassTruncated))?;
@@ -204,13 +208,20 @@ fn skip_extension_headers(ctx: &XdpContext, mut next: u8) -> Result<(u8, usize),
         off += (usize::from(load::<u8>(ext, 1)) + 1) * 8;
         i += 1;
     }
-    if next == IPV6_FRAGMENT {
-        return Err(Verdict::drop(GlobalCounter::DropClosedFragment));
+    Err(Verdict::drop(GlobalCounter::DropClosedExtHeader))
+}
+
+/// The packet's destination address, wire layout (`v6`: of an IPv6
+/// header, else of an IPv4 one).
+#[inline(always)]
+pub fn destination(ctx: &XdpContext, v6: bool) -> Option<[u32; 4]> {
+    if v6 {
+        let ip = bytes_at(ctx, ETH_LEN, IPV6_LEN)?;
+        Some([load(ip, 24), load(ip, 28), load(ip, 32), load(ip, 36)])
+    } else {
+        let ip = bytes_at(ctx, ETH_LEN, IPV4_LEN)?;
+        Some([load(ip, 16), 0, 0, 0])
     }
-    if next == IPV6_HOP_BY_HOP || next == IPV6_DEST_OPTIONS || next == IPV6_ROUTING {
-        return Err(Verdict::drop(GlobalCounter::DropClosedExtHeader));
-    }
-    Ok((next, off))
 }
 
 /// The VIP key of the packet's destination.
