@@ -66,7 +66,10 @@ use lb_abi::{
     filter::VIP_ADDRS,
     flood::{FLOOD, FLOOD_LIMITS, FLOOD_THRESHOLD},
     flow::{FLOW_TABLE_PER_CPU_LRU, UDP_FLOW_TIMEOUT_NS},
-    flow_cache::{CACHES_ENABLED, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_SLOTS, TCP_REFRESH_NS},
+    flow_cache::{
+        CACHES_ENABLED, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_GATED, FLOW_CACHE_SLOTS,
+        TCP_REFRESH_NS,
+    },
     reply_limit::{REPLY_COST_NS, reply_cost_ns},
     ring::{RING_SIZE, RINGS},
     stats::{BACKEND_STATS, VIP_STATS},
@@ -133,6 +136,7 @@ impl Dataplane {
         check_memory(&memory)?;
         let bench_restore = u8::from(options.bench_restore);
         let caches = u8::from(options.per_cpu_caches);
+        let gated = u8::from(options.flow_cache_gate);
         let udp_timeout_ns = options.udp_flow_timeout.as_nanos() as u64;
         let cache_slots = options.allocated_flow_cache_slots();
         let tick_ns = clock::tick_ns().map_err(DataplaneError::Clock)?;
@@ -144,6 +148,7 @@ impl Dataplane {
             .override_global("READER_PAUSE_TURNS", &options.reader_pause_turns(), true)
             .override_global(CACHES_ENABLED, &caches, true)
             .override_global(FLOW_CACHE_SLOTS, &cache_slots, true)
+            .override_global(FLOW_CACHE_GATED, &gated, true)
             .override_global(FLOOD_THRESHOLD, &options.new_flows_per_cpu_per_sec, true)
             .override_global(UDP_FLOW_TIMEOUT_NS, &udp_timeout_ns, true)
             .override_global(

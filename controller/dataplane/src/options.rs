@@ -58,11 +58,17 @@ pub struct LoadOptions {
     pub per_cpu_caches: bool,
     /// Flow-cache slots per CPU (96 bytes each), 1 to 262,144. Default 4096.
     /// A slot serves one flow at a time; with many more flows active per
-    /// CPU than slots, most packets pay for the cache as well as the table
-    /// (the `flow_churn` bench in `benches/README.md`), so size it to the
-    /// working set or turn the caches off. With the caches off a single slot
-    /// is allocated.
+    /// CPU than slots, most lookups would miss it and pay for the cache as
+    /// well as the table, which the gate ([`Self::flow_cache_gate`]) keeps
+    /// them from. With the caches off a single slot is allocated.
     pub flow_cache_slots: u32,
+    /// Let each CPU bypass its flow cache while it misses most lookups
+    /// (`lb_abi::flow_cache::FlowCacheGate`; bypassed lookups are counted
+    /// as `flow_cache_bypass`). Default on: a probe that misses costs a
+    /// cold slot read on top of the table lookup, and with 65,536 flows
+    /// over 4,096 slots that made hits slower than with the caches off
+    /// (`benches/README.md`). Off only to test the cache itself.
+    pub flow_cache_gate: bool,
     /// Benchmarks only: undo the encapsulation after building it, so that
     /// repeated `BPF_PROG_TEST_RUN` runs of one frame all take the full path.
     /// Never set this on a node that carries traffic.
@@ -119,6 +125,7 @@ impl Default for LoadOptions {
             new_flows_per_cpu_per_sec: limits::DEFAULT_NEW_FLOWS_PER_CPU_PER_SEC,
             per_cpu_caches: cfg!(target_arch = "x86_64"),
             flow_cache_slots: flow_cache::DEFAULT_FLOW_CACHE_SLOTS,
+            flow_cache_gate: true,
             bench_restore: false,
             reader_pause: false,
         }

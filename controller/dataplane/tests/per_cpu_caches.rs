@@ -67,11 +67,14 @@ fn loaded_with(options: LoadOptions) -> Dataplane {
 
 /// A dataplane with a 128-entry flow table that a few thousand flows
 /// evict from, the caches on or off with `slots` flow-cache slots, driven
-/// from CPU 0.
+/// from CPU 0. The cache gate is off: those flows' lookups all miss the
+/// cache, which would otherwise bypass it for the lookups the tests are
+/// about.
 fn small_table(per_cpu_caches: bool, slots: u32) -> Dataplane {
     let dp = loaded_with(LoadOptions {
         per_cpu_caches,
         flow_cache_slots: slots,
+        flow_cache_gate: false,
         flow_table_entries: 128,
         ..small_options(1021)
     });
@@ -482,6 +485,9 @@ fn a_busy_flow_answered_from_the_cache_keeps_its_entry_and_its_backend() {
     let mut dp = Dataplane::load(&LoadOptions {
         per_cpu_caches: true,
         flow_cache_slots: slots,
+        // The churning flows' lookups all miss the cache; gated, it would
+        // leave the busy flow's to the table, which keeps it anyway.
+        flow_cache_gate: false,
         flow_table_entries: 256,
         tcp_flow_refresh: Duration::from_millis(20),
         ..small_options(1021)
@@ -553,5 +559,98 @@ fn a_busy_flow_answered_from_the_cache_keeps_its_entry_and_its_backend() {
         send(&dp, &packet(busy, Tcp::Ack)),
         placed,
         "the busy flow kept its backend"
+    );
+}
+
+/// Counters of `dp` that show what answered the last lookups:
+/// (flow-cache misses, bypassed lookups, flow-table misses).
+fn cache_counters(dp: &mut Dataplane) -> (u64, u64, u64) {
+    let stats = dp.programmer().stats().unwrap();
+    (
+        stats.global(GlobalCounter::FlowCacheMiss),
+        stats.global(GlobalCounter::FlowCacheBypass),
+        stats.global(GlobalCounter::FlowMiss),
+    )
+}
+
+/// With many more active flows than slots, almost every probe misses and
+/// costs a cold slot read for nothing: the gate then sends all but a
+/// sampled few lookups straight to the table, which answers as it
+/// would anyway (every flow keeps its backend). Misses that fill their
+/// slot are the cache warming up, not waste: a working set that fits is
+/// never bypassed. When the working set fits again, the sampled probes
+/// find it cached and the gate opens.
+#[test]
+fn the_gate_bypasses_a_cache_that_misses_and_reopens_when_flows_fit() {
+    use lb_abi::flow_cache::{GATE_JUDGED, GATE_RECHECK_SAMPLE, GATE_SAMPLE, GATE_WINDOW};
+    let gated = |gate, slots| {
+        let mut dp = loaded_with(LoadOptions {
+            per_cpu_caches: true,
+            flow_cache_slots: slots,
+            flow_cache_gate: gate,
+            ..small_options(1021)
+        });
+        pin_to_cpu(0);
+        // 1,000 flows: over 16 slots each slot keeps one flow's copy, so
+        // at most 16 lookups of a pass can hit; over 4,096 most fit.
+        let clients: Vec<String> = (0..1000u32)
+            .map(|n| std::net::Ipv4Addr::from(0xc633_6400 + n).to_string())
+            .collect();
+        let placed: Vec<String> = clients
+            .iter()
+            .map(|c| send(&dp, &tcp(c, 1000, VIP, 80, Tcp::Syn, b"")))
+            .collect();
+        let before = cache_counters(&mut dp);
+        for _ in 0..3 {
+            for (c, backend) in clients.iter().zip(&placed) {
+                let ack = tcp(c, 1000, VIP, 80, Tcp::Ack, b"");
+                assert_eq!(&send(&dp, &ack), backend, "{c} moved");
+            }
+        }
+        let after = cache_counters(&mut dp);
+        assert_eq!(after.2, before.2, "every lookup found its flow");
+        (dp, after.0 - before.0, after.1 - before.1)
+    };
+    let lookups = 3000;
+    let (_, misses, bypassed) = gated(false, 16);
+    assert_eq!(bypassed, 0, "no gate, no bypass");
+    assert!(misses > lookups - 50, "{misses} misses ungated");
+    let (_, misses, bypassed) = gated(true, DEFAULT_FLOW_CACHE_SLOTS);
+    assert_eq!(
+        bypassed, 0,
+        "a cache warming up to flows that fit was bypassed"
+    );
+    // The first pass fills; the later ones are answered.
+    assert!(misses < lookups / 2, "{misses} misses where flows fit");
+
+    let (mut dp, misses, bypassed) = gated(true, 16);
+    // The first window probes every lookup; after it, about 1 in
+    // GATE_RECHECK_SAMPLE, then 1 in GATE_SAMPLE, drawn at random: at most
+    // twice the first rate, allowing for chance.
+    let probed = u64::from(GATE_WINDOW)
+        + 2 * (lookups - u64::from(GATE_WINDOW)) / u64::from(GATE_RECHECK_SAMPLE);
+    assert!(
+        misses <= probed && bypassed >= lookups - probed,
+        "{misses} misses, {bypassed} bypassed of {lookups}"
+    );
+
+    // One flow from now on: its sampled probes hit its copy, and once a
+    // whole window of lookups has (the window under way still holds the
+    // 1,000 flows' misses), every lookup is the cache's again: a bypassed
+    // window ends after GATE_JUDGED sampled probes, not GATE_WINDOW (which
+    // would take sixteen times as many lookups).
+    let ack = tcp("192.0.2.8", 40005, VIP, 80, Tcp::Ack, b"");
+    let backend = send(&dp, &tcp("192.0.2.8", 40005, VIP, 80, Tcp::Syn, b""));
+    for _ in 0..3 * GATE_JUDGED * GATE_SAMPLE {
+        assert_eq!(send(&dp, &ack), backend);
+    }
+    let settled = cache_counters(&mut dp);
+    for _ in 0..100 {
+        assert_eq!(send(&dp, &ack), backend);
+    }
+    assert_eq!(
+        cache_counters(&mut dp),
+        settled,
+        "the cache answers the one flow without a miss or a bypass"
     );
 }

@@ -17,6 +17,8 @@
 //!   was filled under is current. So a flow placed anew on one CPU (a SYN)
 //!   is never answered from another CPU's older copy, and userspace
 //!   invalidates every copy by bumping every epoch (after clearing flows).
+//! - [`FLOW_CACHE_GATE`]: per-CPU array of one [`FlowCacheGate`]: whether
+//!   this CPU asks its cache at all (below).
 //! - [`FLOW_CACHE_GENERATION_EPOCH`]: array of one `u64`, written by
 //!   userspace only. Userspace bumps it after every write that can make an
 //!   entry fail the generation checks: a VIP's generation changing in
@@ -35,6 +37,32 @@
 //! of the table lookup (the `flow_churn` bench measures it). A slot turns
 //! over when a flow-table write at its index bumps the epoch, that is,
 //! whenever a new flow hashing there is placed.
+//!
+//! A probe that misses is not free: it reads a slot and an epoch nobody
+//! read lately, two or three cache lines from memory, before the table
+//! lookup it did not save. With many more active flows than slots, few
+//! lookups hit (6% at 65,536 flows over 4,096 slots), and the cache costs
+//! the packet more than it saves (`benches/README.md`, "Against Katran").
+//! So each CPU gates its cache ([`FLOW_CACHE_GATE`], a [`FlowCacheGate`]):
+//! it counts, of every [`GATE_WINDOW`] lookups, the wasted probes: misses
+//! at a slot that holds a current copy of another flow, which therefore
+//! cannot even take this flow's. (A miss that fills its slot is the cache
+//! warming up, not waste: counting those would shut a cold cache before
+//! it filled.) Once a window wasted more than [`GATE_MAX_WASTED`] (under
+//! about a third answered, where the cache stops paying on this host), and
+//! while each later window wastes more than [`GATE_KEEP_WASTED`], only a
+//! sample of lookups probes, the rest going straight to the table (counted
+//! as `flow_cache_bypass`): one in [`GATE_RECHECK_SAMPLE`] in the first
+//! bypassed window, so that a short bad stretch shuts the cache only as
+//! long as it took to judge it, then one in [`GATE_SAMPLE`]. The sampled
+//! probes keep filling free slots and measuring, [`GATE_JUDGED`] of them a
+//! window, so a working set that shrinks back into the cache has it again
+//! within two bypassed windows. The gate changes which structure answers,
+//! never the answer: a bypassed lookup is what the table says, as with the
+//! caches off. (What does change is what a flow whose table entry the LRU
+//! evicted gets: a copy no longer asked for cannot answer for it. Busy TCP
+//! flows keep their entries either way, below.) The load-time global
+//! [`FLOW_CACHE_GATED`] turns the gate off.
 //!
 //! UDP flows expire after an idle timeout, judged by the table entry's
 //! last-seen time, which every packet of the flow used to write. A copy
@@ -66,6 +94,11 @@ use crate::{backend::Backend, flow::FlowKey, hash::ring_index};
 pub const FLOW_CACHE: &str = "FLOW_CACHE";
 /// Name of the shared epoch array in the eBPF object.
 pub const FLOW_CACHE_EPOCHS: &str = "FLOW_CACHE_EPOCHS";
+/// Name of the per-CPU gate (an array of one) in the eBPF object.
+pub const FLOW_CACHE_GATE: &str = "FLOW_CACHE_GATE";
+/// Name of the global that switches the gate on (non-zero, the default) or
+/// off (every lookup probes the cache).
+pub const FLOW_CACHE_GATED: &str = "FLOW_CACHE_GATED";
 /// Name of the generation epoch (an array of one) in the eBPF object.
 pub const FLOW_CACHE_GENERATION_EPOCH: &str = "FLOW_CACHE_GENERATION_EPOCH";
 /// Name of the global that switches both per-CPU caches on (non-zero) or
@@ -108,6 +141,113 @@ pub struct FlowCacheSlot {
     pub seen_ns: u64,
 }
 
+/// Probes per gate window.
+pub const GATE_WINDOW: u32 = 256;
+/// Wasted probes in a window above which the next window bypasses the
+/// cache: two thirds of it. `flow_churn` and `katran_ab` put the
+/// break-even hit rate on this host between a quarter (the cache still
+/// loses) and the 94% at which it saves most of a cold table lookup; a
+/// third keeps the cache wherever it clearly pays.
+pub const GATE_MAX_WASTED: u32 = GATE_WINDOW * 2 / 3;
+/// Sampled probes a bypassed window is judged on. Each stands for
+/// `GATE_WINDOW / GATE_JUDGED` lookups of the window's count.
+pub const GATE_JUDGED: u32 = 16;
+/// In the first bypassed window after an open one, one lookup in this
+/// many still probes the cache: that window lasts as long as the open one
+/// that shut it (`GATE_JUDGED * GATE_RECHECK_SAMPLE` = [`GATE_WINDOW`]
+/// lookups), so a short stretch of colliding flows costs the cache one
+/// window, not several.
+pub const GATE_RECHECK_SAMPLE: u32 = 16;
+/// From the second bypassed window in a row on, one lookup in this many
+/// still probes. A probe that misses costs 100–300 ns on this host (cold
+/// slot and epoch lines, and their page walks): at one in 16 throughout,
+/// the sampled probes kept the bypassed cache 30–60 ns a packet over the
+/// table alone at 65,536 flows.
+pub const GATE_SAMPLE: u32 = 64;
+/// Wasted lookups in a bypassed window above which the next window
+/// bypasses too: half of it. Lower than [`GATE_MAX_WASTED`] because a
+/// bypassed window is judged on only [`GATE_JUDGED`] probes: at a quarter
+/// answered (where the cache still loses) a third of such windows would
+/// reopen it on chance alone, and at the 94% answered of a working set
+/// that fits, none stays shut.
+pub const GATE_KEEP_WASTED: u32 = GATE_WINDOW / 2;
+
+/// One CPU's view of whether its flow cache pays: the wasted probes of the
+/// current window, and the last windows' verdict.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCacheGate {
+    /// Probes so far in this window, each sampled one counted for the
+    /// lookups it stands for.
+    pub probes: u32,
+    /// Of them, misses whose slot kept another flow's current copy.
+    pub wasted: u32,
+    /// 0 while the cache is asked; 1 in the first bypassed window (one
+    /// lookup in [`GATE_RECHECK_SAMPLE`] probes), 2 in later ones (one in
+    /// [`GATE_SAMPLE`]).
+    pub bypass: u32,
+    /// A xorshift state stepped on every bypassed lookup, which probes when
+    /// the step is a multiple of the sample rate. Not a counter: traffic
+    /// that cycles through its flows in a fixed order (a load generator's
+    /// connections taking turns) would have a counter sample the same
+    /// flows on every cycle, and judge the cache by them alone.
+    pub sampler: u32,
+}
+
+impl FlowCacheGate {
+    /// Whether this lookup goes straight to the table.
+    #[inline(always)]
+    pub fn skips(&mut self) -> bool {
+        if self.bypass == 0 {
+            return false;
+        }
+        // Any non-zero seed; zero is xorshift's one fixed point.
+        let mut x = if self.sampler == 0 {
+            0x9e37_79b9
+        } else {
+            self.sampler
+        };
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.sampler = x;
+        let rate = if self.bypass == 1 {
+            GATE_RECHECK_SAMPLE
+        } else {
+            GATE_SAMPLE
+        };
+        !x.is_multiple_of(rate)
+    }
+
+    /// Records a probe, `wasted` if it missed and could not fill its slot;
+    /// a full window sets the next one's verdict. While bypassing, a
+    /// window ends after [`GATE_JUDGED`] sampled probes.
+    #[inline(always)]
+    pub fn record(&mut self, wasted: bool) {
+        let weight = if self.bypass != 0 {
+            GATE_WINDOW / GATE_JUDGED
+        } else {
+            1
+        };
+        self.probes += weight;
+        self.wasted += u32::from(wasted) * weight;
+        if self.probes >= GATE_WINDOW {
+            let limit = if self.bypass != 0 {
+                GATE_KEEP_WASTED
+            } else {
+                GATE_MAX_WASTED
+            };
+            self.bypass = if self.wasted > limit {
+                (self.bypass + 1).min(2)
+            } else {
+                0
+            };
+            self.probes = 0;
+            self.wasted = 0;
+        }
+    }
+}
+
 /// A cached UDP hit writes the table entry's last-seen time again once the
 /// copy's is older than the UDP flow timeout >> this (1/64 of it).
 pub const UDP_REFRESH_SHIFT: u32 = 6;
@@ -148,6 +288,123 @@ mod tests {
     #[test]
     fn layout_is_pinned() {
         assert_eq!(size_of::<FlowCacheSlot>(), 96);
+        assert_eq!(size_of::<FlowCacheGate>(), 16);
+    }
+
+    /// Runs a window of probes through `gate`, `wasted` of them wasted,
+    /// and returns how many of `then` lookups afterwards skip the cache.
+    fn after_window(gate: &mut FlowCacheGate, wasted: u32, then: u32) -> u32 {
+        for i in 0..GATE_WINDOW {
+            gate.record(i < wasted);
+        }
+        (0..then).filter(|_| gate.skips()).count() as u32
+    }
+
+    #[test]
+    fn gate_bypasses_only_after_a_window_that_mostly_wasted_its_probes() {
+        let mut gate = FlowCacheGate::default();
+        // A fresh gate probes everything until a window says otherwise.
+        assert!(!gate.skips());
+        // Exactly at the limit the cache stays on.
+        assert_eq!(after_window(&mut gate, GATE_MAX_WASTED, 64), 0);
+        assert_eq!(gate.bypass, 0);
+        // One wasted probe more: the next window bypasses all but about
+        // one in GATE_RECHECK_SAMPLE lookups.
+        let mut gate = FlowCacheGate::default();
+        let lookups = GATE_RECHECK_SAMPLE * 64;
+        let probed = lookups - after_window(&mut gate, GATE_MAX_WASTED + 1, lookups);
+        assert!((32..=96).contains(&probed), "{probed} of {lookups} probed");
+        assert_eq!(gate.bypass, 1);
+        // The window restarts counting at each verdict.
+        assert_eq!((gate.probes, gate.wasted), (0, 0));
+    }
+
+    /// Runs one bypassed window of lookups, `wasted` of its sampled
+    /// probes wasted, and says whether the next window bypasses.
+    fn bypassed_window(gate: &mut FlowCacheGate, wasted: u32) -> bool {
+        let mut sampled = 0;
+        while sampled < GATE_JUDGED {
+            if !gate.skips() {
+                gate.record(sampled < wasted);
+                sampled += 1;
+            }
+        }
+        gate.bypass != 0
+    }
+
+    #[test]
+    fn a_bypassed_window_stays_shut_while_more_than_half_is_wasted() {
+        let shut = || {
+            let mut gate = FlowCacheGate::default();
+            after_window(&mut gate, GATE_WINDOW, 0);
+            gate
+        };
+        let half = GATE_KEEP_WASTED / (GATE_WINDOW / GATE_JUDGED);
+        assert!(bypassed_window(&mut shut(), half + 1));
+        assert!(!bypassed_window(&mut shut(), half));
+    }
+
+    #[test]
+    fn a_cache_shut_twice_in_a_row_is_sampled_less() {
+        let mut gate = FlowCacheGate::default();
+        after_window(&mut gate, GATE_WINDOW, 0);
+        assert!(bypassed_window(&mut gate, GATE_JUDGED));
+        assert_eq!(gate.bypass, 2);
+        let lookups = GATE_SAMPLE * 64;
+        let probed = (0..lookups).filter(|_| !gate.skips()).count();
+        assert!((32..=96).contains(&probed), "{probed} of {lookups} probed");
+        // It stays at that rate while shut, and opens on one good window.
+        assert!(bypassed_window(&mut gate, GATE_JUDGED));
+        assert_eq!(gate.bypass, 2);
+        assert!(!bypassed_window(&mut gate, 0));
+        assert_eq!(gate.bypass, 0);
+    }
+
+    #[test]
+    fn sampled_probes_that_hit_turn_the_cache_back_on() {
+        let mut gate = FlowCacheGate::default();
+        after_window(&mut gate, GATE_WINDOW, 0);
+        assert_eq!(gate.bypass, 1);
+        // While bypassing, only the sampled lookups probe, each standing
+        // for the lookups it samples; once a window of lookups' worth of
+        // them hits (or fills), every lookup probes again.
+        let (mut lookups, mut probes) = (0, 0);
+        while gate.bypass != 0 {
+            lookups += 1;
+            if !gate.skips() {
+                gate.record(false);
+                probes += 1;
+            }
+        }
+        assert_eq!(probes, GATE_JUDGED);
+        let expected = GATE_JUDGED * GATE_RECHECK_SAMPLE;
+        assert!(
+            (expected / 2..=expected * 2).contains(&lookups),
+            "reopened after {lookups} lookups"
+        );
+        assert!((0..GATE_SAMPLE * 2).all(|_| !gate.skips()));
+    }
+
+    #[test]
+    fn the_sampler_does_not_follow_a_cycle_of_flows() {
+        // Flows taking turns in a fixed cycle whose length is a multiple of
+        // GATE_SAMPLE: every flow of the cycle must get sampled, in about
+        // its share (16 here), not the same few of them on every turn.
+        let mut gate = FlowCacheGate {
+            bypass: 2,
+            ..FlowCacheGate::default()
+        };
+        let cycle = GATE_SAMPLE as usize * 4;
+        let mut sampled = vec![0u32; cycle];
+        for lookup in 0..cycle * GATE_SAMPLE as usize * 16 {
+            if !gate.skips() {
+                sampled[lookup % cycle] += 1;
+            }
+        }
+        assert!(
+            sampled.iter().all(|&n| (4..=40).contains(&n)),
+            "{sampled:?}"
+        );
     }
 
     #[test]

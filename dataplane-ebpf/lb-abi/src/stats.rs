@@ -146,6 +146,11 @@ counters! {
     /// about `flow_cache_miss / (tx_flow_hit + flow_miss)`; when it stays
     /// high, the cache costs more than it saves (`benches/README.md`).
     FlowCacheMiss = "flow_cache_miss",
+    /// Flow lookups the table answered without asking this CPU's flow
+    /// cache, because the cache missed most lookups lately (its gate,
+    /// `lb_abi::flow_cache::FlowCacheGate`): with more active flows than
+    /// slots a probe costs more than the few hits save.
+    FlowCacheBypass = "flow_cache_bypass",
     }
 }
 

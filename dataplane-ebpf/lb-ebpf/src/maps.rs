@@ -13,7 +13,7 @@ use lb_abi::{
     filter::FILTER_WORDS,
     flood::FloodWindow,
     flow::{FlowKey, FlowValue},
-    flow_cache::{DEFAULT_FLOW_CACHE_SLOTS, FlowCacheSlot},
+    flow_cache::{DEFAULT_FLOW_CACHE_SLOTS, FlowCacheGate, FlowCacheSlot},
     limits::placeholder,
     reply_limit::ReplyBucket,
     ring::RingPair,
@@ -114,6 +114,9 @@ pub static FLOW_CACHE_EPOCHS: Array<
     { DEFAULT_FLOW_CACHE_SLOTS as usize },
     { MMAPABLE as usize },
 > = Array::new();
+
+#[btf_map]
+pub static FLOW_CACHE_GATE: PerCpuArray<FlowCacheGate, 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static FLOW_CACHE_GENERATION_EPOCH: Array<u64, 1, { MMAPABLE as usize }> = Array::new();
@@ -261,6 +264,17 @@ static CACHES_ENABLED: u8 = 0;
 pub fn caches_enabled() -> bool {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&CACHES_ENABLED) != 0 }
+}
+
+/// Non-zero: the flow cache's per-CPU gate may bypass a cache that misses
+/// most lookups (`lb_abi::flow_cache::FlowCacheGate`). Set by the loader.
+#[unsafe(no_mangle)]
+static FLOW_CACHE_GATED: u8 = 1;
+
+#[inline(always)]
+pub fn flow_cache_gated() -> bool {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&FLOW_CACHE_GATED) != 0 }
 }
 
 /// Slots of the flow cache per CPU, and of its epoch array; both maps are

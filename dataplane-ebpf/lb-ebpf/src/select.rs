@@ -18,9 +18,9 @@ use lb_abi::{
 use crate::{
     clock, flood,
     maps::{
-        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_GENERATION_EPOCH, RINGS,
-        VIP_GENERATIONS, caches_enabled, flow_cache_slots, flows, ring_size, tcp_refresh_ns,
-        udp_flow_timeout_ns,
+        BACKENDS, FLOW_CACHE, FLOW_CACHE_EPOCHS, FLOW_CACHE_GATE, FLOW_CACHE_GENERATION_EPOCH,
+        RINGS, VIP_GENERATIONS, caches_enabled, flow_cache_gated, flow_cache_slots, flows,
+        ring_size, tcp_refresh_ns, udp_flow_timeout_ns,
     },
     stats,
     verdict::Verdict,
@@ -95,10 +95,25 @@ pub enum Lookup {
 /// generation, the backend still holds its id and, for UDP, the flow has
 /// not idled past its timeout. A hit needs no VIP lookup: the generation
 /// check stands for it. Answered from this CPU's flow cache when it holds
-/// a current copy (see `lb_abi::flow_cache`).
+/// a current copy (see `lb_abi::flow_cache`), unless this CPU's cache
+/// gate says the cache is missing most lookups.
 #[inline(always)]
 pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     if !caches_enabled() {
+        return table_hit(key, lookup).map(|(hit, _)| hit);
+    }
+    let gate = if flow_cache_gated() {
+        FLOW_CACHE_GATE.get_ptr_mut(0)
+    } else {
+        None
+    };
+    // SAFETY: this CPU's gate; only this CPU's programs touch it, one at a
+    // time.
+    let mut gate = gate.map(|g| unsafe { &mut *g });
+    if let Some(g) = gate.as_mut()
+        && g.skips()
+    {
+        stats::bump(GlobalCounter::FlowCacheBypass);
         return table_hit(key, lookup).map(|(hit, _)| hit);
     }
     let index = flow_cache_index(key, flow_cache_slots());
@@ -114,6 +129,10 @@ pub fn flow_hit(key: &FlowKey, lookup: Lookup) -> Option<(Selection, u32)> {
     let current =
         slot.epoch == epoch && slot.generation_epoch == generation_epoch && slot.key.family != 0;
     let this_flow = current && same_flow(&slot.key, key);
+    if let Some(g) = gate {
+        // Wasted: a miss that cannot take the slot, held by another flow.
+        g.record(current && !this_flow);
+    }
     if this_flow && (key.proto != PROTO_UDP || udp_copy_lives(slot, key, lookup)) {
         if key.proto != PROTO_UDP && lookup == Lookup::Traffic {
             keep_tcp_entry(slot, key, index);
