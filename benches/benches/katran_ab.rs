@@ -9,15 +9,17 @@
 //! reported is the median of the per-round ratios.
 //!
 //! Katran is not in this repository. `LB_KATRAN_OBJECTS=<a>,<b>` names two
-//! builds of its `katran/lib/bpf/balancer_kern.c`, both with the bench-only
-//! restore described in `benches/README.md`: `<a>` with Katran's defaults,
-//! for the flow rows; `<b>` with `-DMAX_CONN_RATE=1`, for the SYN rows
-//! (every SYN past its flood guard, as our SYN rows are past ours). Without
-//! the variable the bench says so and does nothing. `LB_KATRAN_DECAP`
-//! optionally names a build of its `katran/decap/bpf/decap_kern.c`, with
-//! the restore our decap has, for a decap row. Katran runs with one
-//! LRU per CPU, as deployed; `LB_KATRAN_LRU=fallback` leaves them out, and
-//! it uses the single fallback LRU its own tests use.
+//! builds of its `katran/lib/bpf/balancer.bpf.c` (`balancer_kern.c` before
+//! September 2023), both with the bench-only restore described in
+//! `benches/README.md`: `<a>` with Katran's defaults, for the flow rows;
+//! `<b>` with `-DMAX_CONN_RATE=1`, for the SYN rows (every SYN past its
+//! flood guard, as our SYN rows are past ours). Without the variable the
+//! bench says so and does nothing. `LB_KATRAN_DECAP` optionally names a
+//! build of its `katran/decap/bpf/decap.bpf.c`, with the restore our decap
+//! has, for a decap row. Katran runs with one LRU per CPU, as deployed;
+//! `LB_KATRAN_LRU=fallback` leaves them out, and it uses the single
+//! fallback LRU its own tests use (too small for the many-flow rows, which
+//! it then skips). `LB_BENCH_PASSES` sets the many-flow rows' passes.
 //!
 //! Run as root: `LB_KATRAN_OBJECTS=… cargo bench -p lb-bench --bench
 //! katran_ab`. `LB_BENCH_REPEAT` and `LB_BENCH_SAMPLES` change the effort.
@@ -31,9 +33,14 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, of_maps::ArrayOfMaps},
     programs::Xdp,
 };
-use common::{env, frame, loaded, median, time, udp_frame};
+use common::{
+    bench_options, env, established_flows, frame, global_counter, loaded, median, place_flows,
+    single_run_ns, spare_dataplane, time, udp_frame,
+};
+use lb_abi::stats::GlobalCounter;
 use lb_dataplane::{Decap, ProgramKind, Runner};
 use lb_model::Model;
+use lb_testbed::pin_to_cpu;
 
 /// Katran's map values and keys, laid out as its `balancer_structs.h`
 /// declares them (C layout, addresses in network byte order).
@@ -234,8 +241,12 @@ fn add_per_cpu_lrus(ebpf: &mut Ebpf) {
 enum Side {
     /// The balancers past their flood guards: SYNs balanced, not recorded.
     Guarded,
-    /// The balancers that record flows: the hit rows.
+    /// The balancers that record flows: the hit rows, ours answered by its
+    /// per-CPU flow cache.
     Flows,
+    /// Ours with the per-CPU caches off, so a hit is its flow table alone;
+    /// Katran's flow balancer, which has no such cache.
+    Table,
     /// The backends' decap programs.
     Decap,
 }
@@ -266,6 +277,10 @@ fn main() {
         .expect("LB_KATRAN_OBJECTS names two objects");
     let repeat = env("LB_BENCH_REPEAT", 200_000);
     let samples = env("LB_BENCH_SAMPLES", 61);
+    let passes = env("LB_BENCH_PASSES", 5).max(1);
+    // Both balancers keep per-CPU flow state (our cache, Katran's LRUs),
+    // and the many-flow rows place their flows before timing them.
+    pin_to_cpu(0);
     let per_cpu_lrus = std::env::var("LB_KATRAN_LRU").as_deref() != Ok("fallback");
     let katran_flows = Katran::balancer(flows_object, per_cpu_lrus);
     let katran_guarded = Katran::balancer(guarded_object, per_cpu_lrus);
@@ -274,6 +289,7 @@ fn main() {
         .map(|path| Katran::decap(&path));
     let mut ours_guarded = loaded(1, true);
     let ours_flows = loaded(0, true);
+    let ours_table = loaded(0, false);
 
     let (pass, tx) = (2, 3);
     let (v4_client, v4_vip) = ("192.0.2.1", "10.0.0.100");
@@ -296,11 +312,24 @@ fn main() {
     our_decap.add_vip(v4_vip.parse().unwrap()).unwrap();
     let mut paths: Vec<Path> = [
         ("v4 SYN", frame(v4_client, v4_vip, true), Side::Guarded, tx),
-        ("v4 flow-table hit", v4_ack, Side::Flows, tx),
+        ("v4 hit, one flow repeated", v4_ack.clone(), Side::Flows, tx),
+        ("v4 hit, one flow, caches off", v4_ack, Side::Table, tx),
         ("v4 non-VIP", non_vip, Side::Guarded, pass),
         ("v6 SYN", frame(v6_client, v6_vip, true), Side::Guarded, tx),
-        ("v6 flow-table hit", v6_ack, Side::Flows, tx),
-        ("v4 UDP flow-table hit", udp_frame(), Side::Flows, tx),
+        ("v6 hit, one flow repeated", v6_ack.clone(), Side::Flows, tx),
+        ("v6 hit, one flow, caches off", v6_ack, Side::Table, tx),
+        (
+            "v4 UDP hit, one flow repeated",
+            udp_frame(),
+            Side::Flows,
+            tx,
+        ),
+        (
+            "v4 UDP hit, one flow, caches off",
+            udp_frame(),
+            Side::Table,
+            tx,
+        ),
         ("decap IPIP (backend program)", tunnelled, Side::Decap, pass),
     ]
     .into_iter()
@@ -319,12 +348,14 @@ fn main() {
         ours_guarded.runner(ProgramKind::Balancer).unwrap(),
         ours_flows.runner(ProgramKind::Balancer).unwrap(),
         our_decap.runner().unwrap(),
+        ours_table.runner(ProgramKind::Balancer).unwrap(),
     ];
     let ours = |side: Side| -> &Runner<'_> {
         match side {
             Side::Guarded => &our_runners[0],
             Side::Flows => &our_runners[1],
             Side::Decap => &our_runners[2],
+            Side::Table => &our_runners[3],
         }
     };
     let katran_runners = (
@@ -335,7 +366,7 @@ fn main() {
     let katran = |side: Side| -> &Runner<'_> {
         match side {
             Side::Guarded => &katran_runners.0,
-            Side::Flows => &katran_runners.1,
+            Side::Flows | Side::Table => &katran_runners.1,
             Side::Decap => katran_runners
                 .2
                 .as_ref()
@@ -345,7 +376,7 @@ fn main() {
     // Place the flows on both, and hold Katran to a restored frame: without
     // the restore, repetitions after the first would time another path.
     for p in &paths {
-        if p.side == Side::Flows {
+        if matches!(p.side, Side::Flows | Side::Table) {
             assert_eq!(ours(p.side).run(&p.frame).unwrap().action, p.want);
         }
         let out = katran(p.side).run(&p.frame).unwrap();
@@ -405,6 +436,92 @@ fn main() {
             median(net_ours[i].clone()),
             median(net_katran[i].clone()),
             median(ratios)
+        );
+    }
+    println!();
+    if per_cpu_lrus {
+        many_flow_rows(&katran_flows, &empty, passes);
+    } else {
+        println!("(no many-flow rows: Katran's fallback LRU holds too few flows)");
+    }
+}
+
+/// Hits with `n` established flows taking turns, one packet each, as a busy
+/// node sees them (`flow_churn`'s method; the one-flow rows above never
+/// leave our per-CPU cache or Katran's CPU cache lines). Every packet is one
+/// single run, interleaved: ours with the caches on (as deployed), ours
+/// with them off (the flow table alone) and Katran, each going first in
+/// turn, then the empty program.
+/// Per pass over the flows each side's median less the empty program's is
+/// its net, and the ratios are taken per pass; the medians over passes are
+/// printed.
+fn many_flow_rows(katran: &Katran, empty: &Runner<'_>, passes: u32) {
+    let (pass, tx) = (2, 3);
+    println!(
+        "TCP hits with N flows taking turns: ns/packet net of the empty program, median over {passes} passes of single runs"
+    );
+    println!();
+    println!(
+        "| flows taking turns | ours | ours, caches off | Katran | ours / Katran | caches off / Katran | answered by our cache |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for n in [16_384, 65_536] {
+        let frames = established_flows(n);
+        let _spare = spare_dataplane(&bench_options());
+        let (mut on, mut off) = (loaded(0, true), loaded(0, false));
+        place_flows(&mut on, &frames);
+        place_flows(&mut off, &frames);
+        let katran_runner = katran.runner();
+        for f in &frames {
+            assert_eq!(katran_runner.run(f).unwrap().action, tx, "Katran's action");
+        }
+        let katran_misses = katran.lru_misses();
+        let unanswered = |dp: &mut lb_dataplane::Dataplane| {
+            global_counter(dp, GlobalCounter::FlowCacheMiss)
+                + global_counter(dp, GlobalCounter::FlowCacheBypass)
+        };
+        let cache_misses = unanswered(&mut on);
+        let (mut nets, mut ratios) = ([const { Vec::new() }; 3], [const { Vec::new() }; 2]);
+        {
+            let sides = [
+                on.runner(ProgramKind::Balancer).unwrap(),
+                off.runner(ProgramKind::Balancer).unwrap(),
+                katran_runner,
+            ];
+            for _ in 0..passes {
+                let mut timed = [const { Vec::new() }; 3];
+                let mut empties = Vec::new();
+                for (i, f) in frames.iter().enumerate() {
+                    // The first run of a frame pays for its cold lines
+                    // more than the next: each side goes first in turn.
+                    for k in 0..sides.len() {
+                        let side = (i + k) % sides.len();
+                        timed[side].push(single_run_ns(&sides[side], f, tx));
+                    }
+                    empties.push(single_run_ns(empty, f, pass));
+                }
+                let base = median(empties);
+                let net = timed.map(|t| median(t) - base);
+                ratios[0].push(net[0] / net[2]);
+                ratios[1].push(net[1] / net[2]);
+                for (side, v) in net.into_iter().enumerate() {
+                    nets[side].push(v);
+                }
+            }
+        }
+        // Katran's LRUs hold 4M flows per CPU: every flow must stay in.
+        let missed = katran.lru_misses() - katran_misses;
+        assert_eq!(
+            missed, 0,
+            "Katran's LRU missed {missed} of {n} placed flows"
+        );
+        let lookups = u64::from(passes) * u64::from(n);
+        let cache_hits = 1.0 - (unanswered(&mut on) - cache_misses) as f64 / lookups as f64;
+        let [ours, table, katran_net] = nets.map(median);
+        let [ours_ratio, table_ratio] = ratios.map(median);
+        println!(
+            "| {n} | {ours:.0} | {table:.0} | {katran_net:.0} | {ours_ratio:.2} | {table_ratio:.2} | {:.0}% |",
+            cache_hits * 100.0
         );
     }
 }

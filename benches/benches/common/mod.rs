@@ -1,13 +1,15 @@
 //! What the dataplane benches share: the bench's frames and its loaded
-//! dataplane (VIPs, backends, node), and the median.
+//! dataplane (VIPs, backends, node), many established flows placed in it,
+//! and the median.
 // Each bench target compiles this module on its own and uses a part of it.
 #![allow(dead_code)]
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use etherparse::PacketBuilder;
+use lb_abi::stats::GlobalCounter;
 use lb_dataplane::{
-    BackendConfig, Dataplane, LoadOptions, NodeConfig, Protocol, Runner, VipConfig,
+    BackendConfig, Dataplane, LoadOptions, NodeConfig, ProgramKind, Protocol, Runner, VipConfig,
 };
 
 pub fn env(name: &str, default: u32) -> u32 {
@@ -121,6 +123,60 @@ pub fn time(runner: &Runner<'_>, frame: &[u8], repeat: u32, want: u32) -> f64 {
     let r = runner.run_repeated(frame, repeat).expect("test run");
     assert_eq!(r.action, want, "path took an unexpected action");
     r.duration.as_nanos() as f64
+}
+
+/// `n` established flows to the v4 TCP VIP, from distinct client
+/// addresses in 198.18.0.0/15 (the benchmarking range).
+pub fn established_flows(n: u32) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i);
+            client_frame(IpAddr::V4(client), 40_000, "10.0.0.100", false)
+        })
+        .collect()
+}
+
+/// One run of `frame` (no `repeat`, so a set of flows taking turns is not
+/// one flow repeated), in ns; it must end in `want`.
+pub fn single_run_ns(runner: &Runner<'_>, frame: &[u8], want: u32) -> f64 {
+    let r = runner.run(frame).expect("test run");
+    assert_eq!(r.action, want, "path took an unexpected action");
+    r.duration.as_nanos() as f64
+}
+
+/// A dataplane nobody times, loaded with `options` before the ones a
+/// bench compares in single runs and kept while it times them. Without it
+/// the first of those to be loaded reads 150–300 ns a packet slower than
+/// the others, whatever its own options: 16,384 flows over 32,768 cache
+/// slots, three dataplanes, two runs each way, 821–1,041 ns first against
+/// 631–701 for the next two, and within 30 ns of each other after a spare
+/// with the same cache size. (A spare with a smaller cache did not help:
+/// it is where the per-CPU cache lands that differs.) Else it would be
+/// charged to whichever side happened to be loaded first.
+pub fn spare_dataplane(options: &LoadOptions) -> Dataplane {
+    loaded_with(options)
+}
+
+/// Records every flow in `dp`'s flow table (the flood guard must be off,
+/// so that a non-SYN miss is recorded) and checks the next packet of each
+/// hits.
+pub fn place_flows(dp: &mut Dataplane, frames: &[Vec<u8>]) {
+    let before = global_counter(dp, GlobalCounter::TxFlowHit);
+    {
+        let runner = dp.runner(ProgramKind::Balancer).unwrap();
+        for _ in 0..2 {
+            for f in frames {
+                runner.run(f).unwrap();
+            }
+        }
+    }
+    let hits = global_counter(dp, GlobalCounter::TxFlowHit) - before;
+    assert_eq!(hits, frames.len() as u64, "every flow recorded");
+}
+
+/// One of the balancer's global counters, summed over CPUs.
+pub fn global_counter(dp: &mut Dataplane, counter: GlobalCounter) -> u64 {
+    dp.programmer().stats().unwrap().global(counter)
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
