@@ -199,17 +199,7 @@ impl Inner {
             if !key.starts_with(prefix) {
                 break;
             }
-            let (create_revision, mod_revision, version, value) = value.value();
-            state.insert(
-                key.to_owned(),
-                KeyValue {
-                    key: key.to_owned(),
-                    value: value.to_vec(),
-                    create_revision,
-                    mod_revision,
-                    version,
-                },
-            );
+            state.insert(key.to_owned(), row_kv(key, value.value()));
         }
         if at < current {
             // Undo, newest first, what happened after `at`.
@@ -297,16 +287,10 @@ impl Inner {
                 let key = match op {
                     Op::Put { key, .. } | Op::Delete { key } => key.as_str(),
                 };
-                let prev = kv.get(key).map_err(|e| self.io("read kv", e))?.map(|v| {
-                    let (create_revision, mod_revision, version, value) = v.value();
-                    KeyValue {
-                        key: key.to_owned(),
-                        value: value.to_vec(),
-                        create_revision,
-                        mod_revision,
-                        version,
-                    }
-                });
+                let prev = kv
+                    .get(key)
+                    .map_err(|e| self.io("read kv", e))?
+                    .map(|v| row_kv(key, v.value()));
                 match op {
                     Op::Put { value, .. } => {
                         let kv_new = KeyValue {
@@ -373,6 +357,20 @@ impl Inner {
             succeeded: true,
             revision,
         })
+    }
+}
+
+/// A `kv` row as a [`KeyValue`].
+fn row_kv(
+    key: &str,
+    (create_revision, mod_revision, version, value): (u64, u64, u64, &[u8]),
+) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: value.to_vec(),
+        create_revision,
+        mod_revision,
+        version,
     }
 }
 

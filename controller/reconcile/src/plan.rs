@@ -1,0 +1,209 @@
+//! Desired against programmed: the smallest set of writes.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use lb_config::{BackendState, Vip, VipId, VipOptions};
+
+use crate::desired::{Admitted, Desired};
+
+/// A VIP as the maps hold it, without what a write would not change (its
+/// name, its store revision): two VIPs with equal forms need no write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgrammedVip {
+    pub options: VipOptions,
+    /// In the VIP's order; weight 0 is a draining backend, as the
+    /// dataplane spells it.
+    pub backends: Vec<(IpAddr, u32)>,
+}
+
+impl ProgrammedVip {
+    /// The form `vip` takes in the maps.
+    pub fn of(vip: &Vip) -> Self {
+        Self {
+            options: vip.options,
+            backends: vip
+                .backends
+                .iter()
+                .map(|b| {
+                    let weight = match b.state {
+                        BackendState::Active => b.weight,
+                        BackendState::Draining => 0,
+                    };
+                    (b.address, weight)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The writes that bring the maps to the desired state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// VIPs to add or replace, in id order.
+    pub upserts: Vec<Admitted>,
+    /// VIPs to remove, in id order.
+    pub removals: Vec<VipId>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removals.is_empty()
+    }
+}
+
+/// Desired against `programmed` (what the maps hold, by id). Applying the
+/// plan and planning again gives an empty plan.
+pub fn plan(desired: &Desired, programmed: &BTreeMap<VipId, ProgrammedVip>) -> Plan {
+    let upserts = desired
+        .vips
+        .iter()
+        .filter(|(id, admitted)| programmed.get(*id) != Some(&ProgrammedVip::of(&admitted.vip)))
+        .map(|(_, admitted)| admitted.clone())
+        .collect();
+    let removals = programmed
+        .keys()
+        .filter(|id| !desired.vips.contains_key(*id))
+        .copied()
+        .collect();
+    Plan { upserts, removals }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use lb_config::{Backend, Protocol};
+
+    use super::*;
+    use crate::desired::{Limits, StoredKey, desired};
+
+    fn vip(name: &str, address: &str, weights: &[u32]) -> Vip {
+        Vip {
+            name: name.into(),
+            address: address.parse().unwrap(),
+            port: 443,
+            protocol: Protocol::Tcp,
+            options: VipOptions::default(),
+            backends: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &weight)| Backend {
+                    address: format!("10.1.0.{}", i + 1).parse().unwrap(),
+                    weight,
+                    state: BackendState::Active,
+                })
+                .collect(),
+        }
+    }
+
+    fn want(vips: &[Vip]) -> Desired {
+        let keys: Vec<_> = vips
+            .iter()
+            .enumerate()
+            .map(|(i, v)| StoredKey {
+                key: format!("/lb/v1/vips/{}", v.name),
+                create_revision: i as u64 + 1,
+                mod_revision: i as u64 + 1,
+                vip: Ok(v.clone()),
+            })
+            .collect();
+        let room = Limits {
+            max_vips: 100,
+            max_backends: 1000,
+        };
+        desired(&keys, room, &HashMap::new())
+    }
+
+    fn programmed(vips: &[Vip]) -> BTreeMap<VipId, ProgrammedVip> {
+        vips.iter()
+            .map(|v| (v.id(), ProgrammedVip::of(v)))
+            .collect()
+    }
+
+    fn names(plan: &Plan) -> Vec<&str> {
+        plan.upserts.iter().map(|a| a.vip.name.as_str()).collect()
+    }
+
+    #[test]
+    fn plans_cover_add_change_remove_and_nothing_else() {
+        let web = vip("web", "192.0.2.1", &[1, 1]);
+        let api = vip("api", "192.0.2.2", &[1]);
+        let old = vip("old", "192.0.2.3", &[1]);
+        let mut drained = web.clone();
+        drained.backends[1].state = BackendState::Draining;
+        // What, programmed before, desired after, upserted, removed.
+        type Case<'a> = (&'a str, Vec<Vip>, Vec<Vip>, Vec<&'a str>, Vec<&'a Vip>);
+        let cases: &[Case] = &[
+            (
+                "empty to one",
+                vec![],
+                vec![web.clone()],
+                vec!["web"],
+                vec![],
+            ),
+            (
+                "unchanged",
+                vec![web.clone(), api.clone()],
+                vec![web.clone(), api.clone()],
+                vec![],
+                vec![],
+            ),
+            (
+                "a backend drained",
+                vec![web.clone()],
+                vec![drained.clone()],
+                vec!["web"],
+                vec![],
+            ),
+            (
+                "a weight changed",
+                vec![api.clone()],
+                vec![vip("api", "192.0.2.2", &[2])],
+                vec!["api"],
+                vec![],
+            ),
+            (
+                "removed",
+                vec![web.clone(), old.clone()],
+                vec![web.clone()],
+                vec![],
+                vec![&old],
+            ),
+            (
+                "renamed",
+                vec![web.clone()],
+                vec![vip("www", "192.0.2.1", &[1, 1])],
+                vec![],
+                vec![],
+            ),
+            (
+                "moved to another address",
+                vec![api.clone()],
+                vec![vip("api", "192.0.2.9", &[1])],
+                vec!["api"],
+                vec![&api],
+            ),
+        ];
+        for (what, before, after, upserts, removals) in cases {
+            let p = plan(&want(after), &programmed(before));
+            assert_eq!(names(&p), *upserts, "{what}");
+            let removed: Vec<VipId> = removals.iter().map(|v| v.id()).collect();
+            assert_eq!(p.removals, removed, "{what}");
+            // Idempotent: once applied, nothing is left to do.
+            assert!(plan(&want(after), &programmed(after)).is_empty(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_drained_backend_is_weight_zero_in_the_maps() {
+        let mut web = vip("web", "192.0.2.1", &[3, 5]);
+        web.backends[0].state = BackendState::Draining;
+        assert_eq!(
+            ProgrammedVip::of(&web).backends,
+            [
+                ("10.1.0.1".parse().unwrap(), 0),
+                ("10.1.0.2".parse().unwrap(), 5)
+            ]
+        );
+    }
+}
