@@ -15,8 +15,10 @@
 
 mod error;
 mod keys;
+pub mod node;
 mod vip;
 
 pub use error::{ConfigError, Rejection};
 pub use keys::{Keys, MAX_NAME_LEN};
+pub use node::NodeSettings;
 pub use vip::{Backend, BackendState, Protocol, Vip, VipId, VipOptions};

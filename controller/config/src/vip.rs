@@ -249,8 +249,16 @@ impl Vip {
 /// The document at `key` as a schema message: UTF-8 JSON, every field
 /// known. A serde error carries the path of the field it stopped at.
 fn decode_json<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, ConfigError> {
-    let mut json = serde_json::Deserializer::from_slice(value);
-    serde_path_to_error::deserialize(&mut json).map_err(|err| {
+    decode_document(key, &mut serde_json::Deserializer::from_slice(value))
+}
+
+/// A schema message from any serde document, errors named as
+/// [`decode_json`] names them.
+pub(crate) fn decode_document<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(
+    key: &str,
+    document: D,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(document).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let message = inner.to_string();

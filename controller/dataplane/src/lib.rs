@@ -84,7 +84,7 @@ pub use crate::{
     decap::{Decap, DecapStats, RefusedPolicy},
     error::DataplaneError,
     options::{FlowTableLru, LoadOptions, MapMemory},
-    programmer::Programmer,
+    programmer::{Fill, Programmer, Usage},
     runner::{RunResult, Runner},
     stats::Stats,
 };

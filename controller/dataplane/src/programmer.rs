@@ -57,6 +57,24 @@ use crate::{
     write::{self, Writer},
 };
 
+/// Entries in use against a table's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fill {
+    pub used: u32,
+    pub capacity: u32,
+}
+
+/// How full the dataplane's sized tables are ([`Programmer::usage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub vips: Fill,
+    pub backends: Fill,
+    pub ring_slots: Fill,
+    /// The flow table's size; an LRU is full by design, so its use is not
+    /// counted.
+    pub flow_table_entries: u32,
+}
+
 /// Writes desired state into the balancer's maps; the only writer.
 pub struct Programmer {
     pub(crate) maps: Maps,
@@ -155,6 +173,27 @@ impl Programmer {
                 .rings
                 .read_u32s(first, self.book.ring_size as usize),
         )
+    }
+
+    /// How full the sized tables are. Ring slots and backend ids count
+    /// those retired and awaiting a reader barrier too: they are not free
+    /// until it has passed.
+    pub fn usage(&self) -> Usage {
+        let fill = |pool: &crate::ids::IndexPool| Fill {
+            used: pool.limit() - pool.available(),
+            capacity: pool.limit(),
+        };
+        Usage {
+            vips: fill(&self.book.vip_indices),
+            backends: fill(&self.book.backend_ids),
+            ring_slots: fill(&self.book.ring_slots),
+            flow_table_entries: self.options.flow_table_entries,
+        }
+    }
+
+    /// The load-time sizes this programmer's maps were made with.
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
     }
 
     /// The configs of the programmed VIPs.

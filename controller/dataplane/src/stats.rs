@@ -24,6 +24,9 @@ pub struct Stats {
     pub vip_flows_not_recorded_flood: BTreeMap<(IpAddr, u16, u8), u64>,
     /// Per backend address in use, summed over the VIPs that have it.
     pub backends: BTreeMap<IpAddr, TrafficCounters>,
+    /// Backend addresses whose counters were not read
+    /// ([`Programmer::stats_limited`]).
+    pub backends_not_read: usize,
 }
 
 impl Stats {
@@ -54,6 +57,15 @@ fn sum(values: &[TrafficCounters]) -> TrafficCounters {
 impl Programmer {
     /// Reads every counter.
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
+        self.stats_limited(usize::MAX)
+    }
+
+    /// Reads every counter but those of backend addresses past the first
+    /// `backend_addresses` in address order (counted in
+    /// [`Stats::backends_not_read`]): each address costs a map read per
+    /// VIP that has it, and a node with 100,000 backends must not pay them
+    /// on every scrape.
+    pub fn stats_limited(&self, backend_addresses: usize) -> Result<Stats, DataplaneError> {
         let mut stats = Stats::default();
         for &c in GlobalCounter::ALL {
             let per_cpu = self
@@ -80,17 +92,24 @@ impl Programmer {
                 .vip_flows_not_recorded_flood
                 .insert(key, windows.iter().map(|w| w.not_recorded).sum());
         }
+        let mut ids: BTreeMap<IpAddr, Vec<u32>> = BTreeMap::new();
         for (address, id) in self.backend_addresses() {
-            let per_cpu = self
-                .maps
-                .backend_stats
-                .get(&id, 0)
-                .map_err(map_err(BACKEND_STATS, "get"))?;
+            ids.entry(address).or_default().push(id);
+        }
+        stats.backends_not_read = ids.len().saturating_sub(backend_addresses);
+        for (address, ids) in ids.into_iter().take(backend_addresses) {
             // Per address: every VIP that has the backend has an id for it.
             let total = stats.backends.entry(address).or_default();
-            let more = sum(&per_cpu);
-            total.packets += more.packets;
-            total.bytes += more.bytes;
+            for id in ids {
+                let per_cpu = self
+                    .maps
+                    .backend_stats
+                    .get(&id, 0)
+                    .map_err(map_err(BACKEND_STATS, "get"))?;
+                let more = sum(&per_cpu);
+                total.packets += more.packets;
+                total.bytes += more.bytes;
+            }
         }
         Ok(stats)
     }

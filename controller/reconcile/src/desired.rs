@@ -64,8 +64,8 @@ pub struct Desired {
 /// The keys of one listing (or the view a watch keeps) into the desired
 /// state. `last_good` is the previous result's admitted VIPs by key: a key
 /// whose value turned invalid keeps the version there.
-pub fn desired(
-    keys: &[StoredKey],
+pub fn desired<'k>(
+    keys: impl IntoIterator<Item = &'k StoredKey>,
     limits: Limits,
     last_good: &HashMap<String, Admitted>,
 ) -> Desired {

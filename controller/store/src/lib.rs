@@ -178,6 +178,12 @@ impl Watch {
     pub async fn next(&mut self) -> Option<Result<Event, StoreError>> {
         self.events.recv().await
     }
+
+    /// The next event if one is already here, without waiting: to take a
+    /// burst of events into one reconcile.
+    pub fn try_next(&mut self) -> Option<Result<Event, StoreError>> {
+        self.events.try_recv().ok()
+    }
 }
 
 /// The store contract.
