@@ -1,6 +1,13 @@
 //! The node controller: the stages of the control path wired together on
 //! one node. Store (`lb-store`) → config (`lb-config`) → reconcile
-//! (`lb-reconcile`) → apply (here, into `lb-dataplane`).
+//! (`lb-reconcile`) → apply (here, into `lb-dataplane`) → status.
 
 pub mod apply;
+pub mod daemon;
+pub mod gateway;
+pub mod metrics;
+pub mod preflight;
+pub mod reconciler;
+pub mod settings;
+pub mod status;
 pub mod sync;

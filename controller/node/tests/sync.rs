@@ -11,7 +11,10 @@ use std::net::IpAddr;
 use common::{Tcp, tcp};
 use etherparse::{NetSlice, SlicedPacket};
 use lb_config::{Backend, BackendState, Keys, Protocol, Vip, VipOptions};
-use lb_controller::sync::{LastGood, Synced, sync_once};
+use lb_controller::{
+    reconciler::Reconciler,
+    sync::{Synced, sync_once},
+};
 use lb_dataplane::{Dataplane, ProgramKind};
 use lb_reconcile::{Limits, Refusal};
 use lb_store::{EmbeddedStore, Op, Store, Txn};
@@ -41,19 +44,26 @@ struct Node {
     store: EmbeddedStore,
     keys: Keys,
     dp: Dataplane,
-    last_good: LastGood,
+    reconciler: Reconciler,
 }
 
 impl Node {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+        let mut dp = common::dataplane(1021);
+        let keys = Keys::new("").unwrap();
+        let limits = Limits {
+            max_vips: 32,
+            max_backends: 256,
+        };
+        let reconciler = Reconciler::new(keys.clone(), limits, dp.programmer());
         Self {
             _dir: dir,
             store,
-            keys: Keys::new("").unwrap(),
-            dp: common::dataplane(1021),
-            last_good: LastGood::default(),
+            keys,
+            dp,
+            reconciler,
         }
     }
 
@@ -77,19 +87,9 @@ impl Node {
     }
 
     async fn sync(&mut self) -> Synced {
-        let limits = Limits {
-            max_vips: 32,
-            max_backends: 256,
-        };
-        sync_once(
-            &self.store,
-            &self.keys,
-            self.dp.programmer(),
-            limits,
-            &mut self.last_good,
-        )
-        .await
-        .unwrap()
+        sync_once(&self.store, &mut self.reconciler, self.dp.programmer())
+            .await
+            .unwrap()
     }
 
     /// Where 200 clients' SYNs to the VIP go.
@@ -126,12 +126,12 @@ async fn the_store_reconciles_into_the_maps() {
     node.write(vec![node.put("web", web("web", &three).encode())])
         .await;
     let synced = node.sync().await;
-    assert_eq!(synced.plan.upserts.len(), 1);
+    assert_eq!(synced.pass.plan.upserts.len(), 1);
     assert_eq!(node.destinations(), set(&three));
 
     // Nothing changed: nothing written.
     let before = node.dp.programmer().snapshot();
-    assert!(node.sync().await.plan.is_empty());
+    assert!(node.sync().await.pass.plan.is_empty());
 
     // A rename is the same VIP: no map is written.
     node.write(vec![
@@ -142,7 +142,7 @@ async fn the_store_reconciles_into_the_maps() {
     ])
     .await;
     let synced = node.sync().await;
-    assert!(synced.plan.is_empty(), "{:?}", synced.plan);
+    assert!(synced.pass.plan.is_empty(), "{:?}", synced.pass.plan);
     assert_eq!(
         node.dp.programmer().snapshot(),
         before,
@@ -152,7 +152,7 @@ async fn the_store_reconciles_into_the_maps() {
     // An update goes live: the new ring's backends take the flows.
     node.write(vec![node.put("www", web("www", &three[..1]).encode())])
         .await;
-    assert_eq!(node.sync().await.plan.upserts.len(), 1);
+    assert_eq!(node.sync().await.pass.plan.upserts.len(), 1);
     assert_eq!(node.destinations(), set(&three[..1]));
 
     // An invalid update keeps the last good version forwarding, stale.
@@ -161,8 +161,8 @@ async fn the_store_reconciles_into_the_maps() {
     node.write(vec![node.put("www", bad.to_string().into_bytes())])
         .await;
     let synced = node.sync().await;
-    assert!(synced.plan.is_empty());
-    let www = synced.desired.vips.values().next().unwrap();
+    assert!(synced.pass.plan.is_empty());
+    let www = node.reconciler.desired().vips.values().next().unwrap();
     let stale = www.stale.as_ref().expect("reported stale");
     assert_eq!(stale.field, "backends[0].weight");
     assert_eq!(node.destinations(), set(&three[..1]));
@@ -179,8 +179,9 @@ async fn the_store_reconciles_into_the_maps() {
     ])
     .await;
     let synced = node.sync().await;
-    let refused: Vec<(&str, &Refusal)> = synced
-        .desired
+    let refused: Vec<(&str, &Refusal)> = node
+        .reconciler
+        .desired()
         .refused
         .iter()
         .map(|r| (r.key.as_str(), &r.refusal))
@@ -192,7 +193,7 @@ async fn the_store_reconciles_into_the_maps() {
     assert!(
         matches!(refused[1], ("/lb/v1/vips/garbage", Refusal::Invalid(e)) if e.field == "(document)")
     );
-    assert_eq!(synced.plan.upserts.len(), 1, "api alone is new");
+    assert_eq!(synced.pass.plan.upserts.len(), 1, "api alone is new");
     assert_eq!(node.destinations(), set(&three[..1]), "www undisturbed");
 
     // With the older key gone, the duplicate is the VIP's key now.
@@ -201,8 +202,8 @@ async fn the_store_reconciles_into_the_maps() {
     }])
     .await;
     let synced = node.sync().await;
-    assert_eq!(synced.plan.upserts.len(), 1);
-    assert!(synced.plan.removals.is_empty());
+    assert_eq!(synced.pass.plan.upserts.len(), 1);
+    assert!(synced.pass.plan.removals.is_empty());
     assert_eq!(node.destinations(), set(&three));
 
     // Deleting it removes the VIP: its traffic is no longer balanced.
@@ -211,7 +212,7 @@ async fn the_store_reconciles_into_the_maps() {
     }])
     .await;
     let synced = node.sync().await;
-    assert_eq!(synced.plan.removals.len(), 1);
+    assert_eq!(synced.pass.plan.removals.len(), 1);
     let runner = node.dp.runner(ProgramKind::Balancer).unwrap();
     let out = runner
         .run(&tcp("198.51.100.1", 1000, VIP, 80, Tcp::Syn, b""))

@@ -1,0 +1,148 @@
+//! The control loop in-process against a real embedded store and a loaded
+//! dataplane: every write is reconciled as it is watched, the applied
+//! revision follows, an invalid update is reported stale once and its
+//! last good version kept, and the loop stops when told to.
+
+#[path = "../../dataplane/tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use lb_config::{Backend, BackendState, Keys, Protocol, Vip, VipOptions};
+use lb_controller::{
+    daemon::{self, LoopOptions},
+    reconciler::Reconciler,
+    status::{NodeStatus, Problem, SyncState},
+};
+use lb_reconcile::Limits;
+use lb_store::{EmbeddedStore, Op, Revision, Store, Txn};
+use tokio::sync::watch;
+
+fn web(backends: &[&str]) -> Vip {
+    Vip {
+        name: "web".into(),
+        address: "192.0.2.10".parse().unwrap(),
+        port: 80,
+        protocol: Protocol::Tcp,
+        options: VipOptions::default(),
+        backends: backends
+            .iter()
+            .map(|b| Backend {
+                address: b.parse().unwrap(),
+                weight: 1,
+                state: BackendState::Active,
+            })
+            .collect(),
+    }
+}
+
+async fn put(store: &EmbeddedStore, key: &str, value: Vec<u8>) -> Revision {
+    store
+        .txn(Txn {
+            compares: vec![],
+            ops: vec![Op::Put {
+                key: key.into(),
+                value,
+            }],
+        })
+        .await
+        .unwrap()
+        .revision
+}
+
+/// Waits for a status with `revision` applied.
+async fn applied(status: &mut watch::Receiver<NodeStatus>, revision: Revision) -> NodeStatus {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.applied_revision >= revision && s.state == SyncState::InSync),
+    )
+    .await
+    .expect("applied in time")
+    .unwrap()
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_follows_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+    let keys = Keys::new("/fleet-a").unwrap();
+    let key = keys.vip("web");
+    let first = put(&store, &key, web(&["10.0.0.1", "10.0.0.2"]).encode()).await;
+
+    let mut dp = common::dataplane(1021);
+    let limits = Limits {
+        max_vips: 8,
+        max_backends: 64,
+    };
+    let reconciler = Reconciler::new(keys.clone(), limits, dp.programmer());
+    let (tx, mut status) = watch::channel(NodeStatus::new(dp.programmer().usage()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let store = std::sync::Arc::new(store);
+    let loop_store = store.clone();
+    let controller = tokio::spawn(async move {
+        let r = daemon::run(
+            &*loop_store,
+            dp.programmer(),
+            reconciler,
+            LoopOptions::default(),
+            tx,
+            None,
+            async {
+                let _ = stop_rx.await;
+            },
+        )
+        .await;
+        (r, dp)
+    });
+
+    let s = applied(&mut status, first).await;
+    assert_eq!(s.programmed_vips, 1);
+    assert_eq!(s.usage.vips.used, 1);
+
+    // Each write is watched and applied in turn.
+    let mut last = first;
+    for n in 1..=5 {
+        let addresses: Vec<String> = (1..=n).map(|i| format!("10.0.1.{i}")).collect();
+        let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        last = put(&store, &key, web(&refs).encode()).await;
+        applied(&mut status, last).await;
+    }
+    // A write elsewhere under the prefix root is not a VIP event.
+    let unrelated = put(&store, "/fleet-b/lb/v1/vips/web", b"junk".to_vec()).await;
+    assert!(unrelated > last);
+
+    // An invalid update: stale, the last good version kept.
+    let bad = put(
+        &store,
+        &key,
+        b"{\"name\":\"web\",\"port\":80,\"bogus\":1}".to_vec(),
+    )
+    .await;
+    let s = applied(&mut status, bad).await;
+    match s.problems.get(&key) {
+        Some(Problem::Stale(e)) => assert_eq!(e.field, "bogus"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.programmed_vips, 1);
+    let fixed = put(&store, &key, web(&["10.0.2.1"]).encode()).await;
+    let s = applied(&mut status, fixed).await;
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+
+    stop_tx.send(()).unwrap();
+    let (result, mut dp) = tokio::time::timeout(Duration::from_secs(5), controller)
+        .await
+        .expect("stopped when told")
+        .unwrap();
+    result.unwrap();
+    let vips: Vec<_> = dp.programmer().vips().cloned().collect();
+    assert_eq!(vips.len(), 1);
+    assert_eq!(
+        vips[0]
+            .backends
+            .iter()
+            .map(|b| b.address.to_string())
+            .collect::<Vec<_>>(),
+        ["10.0.2.1"]
+    );
+}
