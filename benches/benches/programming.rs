@@ -22,35 +22,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{bench_node, client_frame, env};
-use lb_abi::{
-    FAMILY_V4, PROTO_TCP,
-    flow::FlowKey,
-    hash::{flow_hash, ring_index},
-    wire_addr, wire_port,
+use common::{
+    bench_node,
+    changes::{Scale, frame_on_changed_slot, map_memory, owners, resident_bytes},
 };
-use lb_dataplane::{
-    BackendConfig, Batch, Dataplane, LoadOptions, ProgramKind, Protocol, VipConfig,
-    programmer::backend_identity,
-};
+use lb_dataplane::{BackendConfig, Batch, Dataplane, ProgramKind, Protocol, VipConfig};
 
 const RING_SIZE: u32 = 65_537;
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let vips = env("LB_BENCH_VIPS", 1_000);
-    let per_vip = env("LB_BENCH_BACKENDS", 100);
-    let changes = env("LB_BENCH_CHANGES", 1_000);
-    let options = LoadOptions {
-        ring_size: RING_SIZE,
-        max_vips: vips.max(1).next_power_of_two(),
-        max_backends: (vips * (per_vip + 1)).next_power_of_two(),
-        flow_table_entries: 1 << 16,
-        ..LoadOptions::default()
-    };
+    let scale = Scale::from_env();
+    let options = scale.load_options(RING_SIZE);
+    let Scale {
+        vips,
+        per_vip,
+        changes,
+    } = scale;
     let started = Instant::now();
     let mut dp = Dataplane::load(&options).expect("load the dataplane (run as root)");
     let load_time = started.elapsed();
@@ -72,7 +62,11 @@ fn main() {
     for n in 0..changes {
         let v = (n * 7919 % vips) as usize;
         let next = changed(&configs[v], n, per_vip);
-        let (frame, owner) = frame_on_changed_slot(&configs[v], &next);
+        let (frame, owner) = frame_on_changed_slot(
+            next.address,
+            &owners(&ring_members(&configs[v]), RING_SIZE),
+            &owners(&ring_members(&next), RING_SIZE),
+        );
         let started = Instant::now();
         dp.programmer().upsert_vip(&next).unwrap();
         let out = dp
@@ -196,79 +190,11 @@ fn changed(config: &VipConfig, n: u32, per_vip: u32) -> VipConfig {
     next
 }
 
-/// Owners of every ring slot under `config`, by address.
-fn owners(config: &VipConfig) -> Vec<IpAddr> {
-    let ids: Vec<Vec<u8>> = config
+/// A VIP's backends as the ring is built from them.
+fn ring_members(config: &VipConfig) -> Vec<(IpAddr, u32)> {
+    config
         .backends
         .iter()
-        .map(|b| backend_identity(b.address))
-        .collect();
-    let members: Vec<lb_maglev::Member<'_>> = ids
-        .iter()
-        .zip(&config.backends)
-        .map(|(id, b)| lb_maglev::Member::new(id, b.weight))
-        .collect();
-    lb_maglev::build(&members, RING_SIZE)
-        .unwrap()
-        .into_iter()
-        .map(|m| config.backends[m as usize].address)
+        .map(|b| (b.address, b.weight))
         .collect()
-}
-
-/// A SYN to the VIP whose flow lands on a slot `next` gives a new owner,
-/// and that owner.
-fn frame_on_changed_slot(old: &VipConfig, next: &VipConfig) -> (Vec<u8>, Ipv4Addr) {
-    let (before, after) = (owners(old), owners(next));
-    let (_, vip) = wire_addr(next.address);
-    let (_, client) = wire_addr(IpAddr::V4(CLIENT));
-    for port in 1..=u16::MAX {
-        let key = FlowKey {
-            src: client,
-            dst: vip,
-            src_port: wire_port(port),
-            dst_port: wire_port(80),
-            proto: PROTO_TCP,
-            family: FAMILY_V4,
-            _pad: [0; 2],
-        };
-        let slot = ring_index(flow_hash(&key, false), RING_SIZE) as usize;
-        if before[slot] != after[slot] {
-            let IpAddr::V4(owner) = after[slot] else {
-                unreachable!()
-            };
-            let dst = next.address.to_string();
-            return (client_frame(IpAddr::V4(CLIENT), port, &dst, true), owner);
-        }
-    }
-    panic!("no client port lands on a changed slot");
-}
-
-/// Locked kernel memory of every map this process holds open.
-fn map_memory() -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
-        let Ok(info) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        if !info.contains("map_type:") {
-            continue;
-        }
-        total += info
-            .lines()
-            .find_map(|l| l.strip_prefix("memlock:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    total
-}
-
-/// A `kB` line of `/proc/self/status`, in bytes.
-fn resident_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
 }

@@ -4,6 +4,8 @@
 // Each bench target compiles this module on its own and uses a part of it.
 #![allow(dead_code)]
 
+pub mod changes;
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use etherparse::PacketBuilder;

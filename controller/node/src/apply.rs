@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use lb_abi::vip::flags;
 use lb_config::{Protocol, VipId, VipOptions};
 use lb_dataplane::{BackendConfig, Batch, VipConfig, programmer::Snapshot};
-use lb_reconcile::{Admitted, Plan, ProgrammedVip};
+use lb_reconcile::{Admitted, InMaps, Plan, ProgrammedVip};
 
 /// The dataplane's config of an admitted VIP. The revision kept in the
 /// maps is that of the version programmed.
@@ -42,32 +42,34 @@ pub fn batch(plan: &Plan) -> Batch {
     }
 }
 
-/// What the maps hold, in the form reconcile compares.
-pub fn programmed(snapshot: &Snapshot) -> BTreeMap<VipId, ProgrammedVip> {
+/// What the maps hold, in the form reconcile compares. The maps keep a
+/// version's revision but not its key, so nothing read back is known
+/// equal by revision alone.
+pub fn programmed(snapshot: &Snapshot) -> BTreeMap<VipId, InMaps> {
     snapshot
         .vips
         .values()
         .map(|p| {
             let c = &p.config;
-            let protocol = match c.protocol {
-                lb_dataplane::Protocol::Tcp => Protocol::Tcp,
-                lb_dataplane::Protocol::Udp => Protocol::Udp,
-            };
             let id = VipId {
                 address: c.address,
                 port: c.port,
-                protocol,
+                protocol: match c.protocol {
+                    lb_dataplane::Protocol::Tcp => Protocol::Tcp,
+                    lb_dataplane::Protocol::Udp => Protocol::Udp,
+                },
             };
             let form = ProgrammedVip {
                 options: options_of(c.flags, c.port, c.new_flows_per_cpu_per_sec),
                 backends: c.backends.iter().map(|b| (b.address, b.weight)).collect(),
             };
-            (id, form)
+            (id, InMaps { form, from: None })
         })
         .collect()
 }
 
-fn protocol(p: Protocol) -> lb_dataplane::Protocol {
+/// The dataplane's spelling of a protocol.
+pub fn protocol(p: Protocol) -> lb_dataplane::Protocol {
     match p {
         Protocol::Tcp => lb_dataplane::Protocol::Tcp,
         Protocol::Udp => lb_dataplane::Protocol::Udp,

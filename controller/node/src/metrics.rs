@@ -213,11 +213,11 @@ pub fn vip_names(desired: &Desired) -> BTreeMap<(IpAddr, u16, u8), String> {
 }
 
 fn stats_key(id: &VipId) -> (IpAddr, u16, u8) {
-    let protocol = match id.protocol {
-        lb_config::Protocol::Tcp => 6,
-        lb_config::Protocol::Udp => 17,
-    };
-    (id.address, id.port, protocol)
+    (
+        id.address,
+        id.port,
+        crate::apply::protocol(id.protocol).number(),
+    )
 }
 
 /// Sets the dataplane's counters.
@@ -237,7 +237,12 @@ pub fn traffic(stats: &Stats, names: &BTreeMap<(IpAddr, u16, u8), String>) {
             ("port", key.1.to_string()),
             (
                 "protocol",
-                if key.2 == 6 { "tcp" } else { "udp" }.to_owned(),
+                if key.2 == lb_abi::PROTO_TCP {
+                    "tcp"
+                } else {
+                    "udp"
+                }
+                .to_owned(),
             ),
         ];
         counter!("lb_vip_packets_total", &labels).absolute(t.packets);

@@ -3,11 +3,14 @@
 //! hold in the form reconcile compares. A pass decides from all three and
 //! writes only the difference.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use lb_config::{Keys, Vip, VipId};
 use lb_dataplane::{DataplaneError, Programmer};
-use lb_reconcile::{Admitted, Desired, Limits, Plan, ProgrammedVip, StoredKey, desired, plan};
+use lb_reconcile::{Admitted, Desired, InMaps, Limits, Plan, StoredKey, desired, plan};
 use lb_store::{Event, KeyValue, Listing};
 
 use crate::apply;
@@ -26,7 +29,7 @@ pub struct Reconciler {
     desired: Desired,
     /// What the maps hold. Kept in step with each batch applied, and read
     /// from the programmer again after a batch fails.
-    programmed: BTreeMap<VipId, ProgrammedVip>,
+    programmed: BTreeMap<VipId, InMaps>,
 }
 
 impl Reconciler {
@@ -83,7 +86,7 @@ impl Reconciler {
             key: kv.key.clone(),
             create_revision: kv.create_revision,
             mod_revision: kv.mod_revision,
-            vip: Vip::decode(&self.keys, &kv.key, &kv.value),
+            vip: Vip::decode(&self.keys, &kv.key, &kv.value).map(Arc::new),
         }
     }
 
@@ -109,7 +112,7 @@ impl Reconciler {
             }
             for admitted in &plan.upserts {
                 self.programmed
-                    .insert(admitted.vip.id(), ProgrammedVip::of(&admitted.vip));
+                    .insert(admitted.vip.id(), InMaps::of(admitted));
             }
         }
         Ok(Pass { plan })

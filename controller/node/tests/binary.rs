@@ -7,27 +7,9 @@ mod support;
 
 use std::{net::Ipv4Addr, process::Command};
 
-use lb_config::{Backend, BackendState, Keys, Protocol, Vip, VipOptions};
+use lb_config::Keys;
 use lb_store::{EmbeddedStore, Op, Store, Txn};
-use support::{GATEWAY, Lab, mac_text};
-
-fn vip(name: &str, address: &str, backends: &[&str]) -> Vip {
-    Vip {
-        name: name.into(),
-        address: address.parse().unwrap(),
-        port: 80,
-        protocol: Protocol::Tcp,
-        options: VipOptions::default(),
-        backends: backends
-            .iter()
-            .map(|b| Backend {
-                address: b.parse().unwrap(),
-                weight: 1,
-                state: BackendState::Active,
-            })
-            .collect(),
-    }
-}
+use support::{GATEWAY, Lab, mac_text, vip};
 
 async fn put(store: &EmbeddedStore, key: String, value: Vec<u8>) {
     let out = store

@@ -5,12 +5,13 @@
 
 #[path = "../../dataplane/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::net::IpAddr;
 
 use common::{Tcp, tcp};
 use etherparse::{NetSlice, SlicedPacket};
-use lb_config::{Backend, BackendState, Keys, Protocol, Vip, VipOptions};
+use lb_config::{Keys, Vip};
 use lb_controller::{
     reconciler::Reconciler,
     sync::{Synced, sync_once},
@@ -22,21 +23,7 @@ use lb_store::{EmbeddedStore, Op, Store, Txn};
 const VIP: &str = "192.0.2.10";
 
 fn web(name: &str, backends: &[&str]) -> Vip {
-    Vip {
-        name: name.into(),
-        address: VIP.parse().unwrap(),
-        port: 80,
-        protocol: Protocol::Tcp,
-        options: VipOptions::default(),
-        backends: backends
-            .iter()
-            .map(|b| Backend {
-                address: b.parse().unwrap(),
-                weight: 1,
-                state: BackendState::Active,
-            })
-            .collect(),
-    }
+    support::vip(name, VIP, backends)
 }
 
 struct Node {

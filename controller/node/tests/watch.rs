@@ -5,10 +5,11 @@
 
 #[path = "../../dataplane/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::Duration;
 
-use lb_config::{Backend, BackendState, Keys, Protocol, Vip, VipOptions};
+use lb_config::{Keys, Vip};
 use lb_controller::{
     daemon::{self, LoopOptions},
     reconciler::Reconciler,
@@ -19,21 +20,7 @@ use lb_store::{EmbeddedStore, Op, Revision, Store, Txn};
 use tokio::sync::watch;
 
 fn web(backends: &[&str]) -> Vip {
-    Vip {
-        name: "web".into(),
-        address: "192.0.2.10".parse().unwrap(),
-        port: 80,
-        protocol: Protocol::Tcp,
-        options: VipOptions::default(),
-        backends: backends
-            .iter()
-            .map(|b| Backend {
-                address: b.parse().unwrap(),
-                weight: 1,
-                state: BackendState::Active,
-            })
-            .collect(),
-    }
+    support::vip("web", "192.0.2.10", backends)
 }
 
 async fn put(store: &EmbeddedStore, key: &str, value: Vec<u8>) -> Revision {

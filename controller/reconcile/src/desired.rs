@@ -1,6 +1,9 @@
 //! The store's keys into the VIPs this node programs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use lb_config::{ConfigError, Vip, VipId};
 
@@ -10,7 +13,8 @@ pub struct StoredKey {
     pub key: String,
     pub create_revision: u64,
     pub mod_revision: u64,
-    pub vip: Result<Vip, ConfigError>,
+    /// Shared, so that each pass's decision copies no backend list.
+    pub vip: Result<Arc<Vip>, ConfigError>,
 }
 
 /// The node's sizes: what it can hold.
@@ -29,7 +33,7 @@ pub struct Admitted {
     /// The revision of the version programmed: the key's own, or for a
     /// stale key that of its last good version.
     pub mod_revision: u64,
-    pub vip: Vip,
+    pub vip: Arc<Vip>,
     /// Set when the key's current value is invalid and this is its last
     /// good version.
     pub stale: Option<ConfigError>,
@@ -77,7 +81,7 @@ pub fn desired<'k>(
                 key: stored.key.clone(),
                 create_revision: stored.create_revision,
                 mod_revision: stored.mod_revision,
-                vip: vip.clone(),
+                vip: Arc::clone(vip),
                 stale: None,
             }),
             Err(error) => match last_good.get(&stored.key) {
@@ -159,7 +163,7 @@ mod tests {
             key: format!("/lb/v1/vips/{name}"),
             create_revision: create,
             mod_revision: create + 10,
-            vip,
+            vip: vip.map(Arc::new),
         }
     }
 
@@ -276,7 +280,7 @@ mod tests {
         ];
         let d = desired(&keys, ROOM, &last_good);
         let web = d.vips.values().next().unwrap();
-        assert_eq!(web.vip, vip("web", "192.0.2.1", 2), "last good version");
+        assert_eq!(*web.vip, vip("web", "192.0.2.1", 2), "last good version");
         assert_eq!(web.mod_revision, 11, "the good version's revision");
         assert_eq!(web.stale, Some(invalid("web")));
         // A key never good is refused, not stale.

@@ -16,4 +16,4 @@ mod desired;
 mod plan;
 
 pub use desired::{Admitted, Desired, Limits, Refusal, Refused, StoredKey, desired};
-pub use plan::{Plan, ProgrammedVip, plan};
+pub use plan::{InMaps, Plan, ProgrammedVip, plan};

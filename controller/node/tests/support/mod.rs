@@ -16,7 +16,27 @@ use std::{
 };
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket};
+use lb_config::{Backend, BackendState, Protocol, Vip, VipOptions};
 use lb_testbed::{Netns, PacketSocket, VethPair};
+
+/// A TCP port-80 VIP with active backends of weight 1.
+pub fn vip(name: &str, address: &str, backends: &[&str]) -> Vip {
+    Vip {
+        name: name.into(),
+        address: address.parse().unwrap(),
+        port: 80,
+        protocol: Protocol::Tcp,
+        options: VipOptions::default(),
+        backends: backends
+            .iter()
+            .map(|b| Backend {
+                address: b.parse().unwrap(),
+                weight: 1,
+                state: BackendState::Active,
+            })
+            .collect(),
+    }
+}
 
 pub const GATEWAY: &str = "10.9.0.1";
 pub const METRICS: &str = "127.0.0.1:9610";
