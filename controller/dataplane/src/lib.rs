@@ -86,7 +86,7 @@ pub use crate::{
     options::{FlowTableLru, LoadOptions, MapMemory},
     programmer::{Fill, Programmer, Usage},
     runner::{RunResult, Runner},
-    stats::Stats,
+    stats::{Stats, StatsLayout, StatsReader},
 };
 
 /// The compiled balancer object, built by `build.rs`.

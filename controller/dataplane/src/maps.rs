@@ -89,16 +89,26 @@ impl Maps {
 
     /// A second set of handles on the same maps (new file descriptors).
     pub(crate) fn reopen(&self) -> Result<Self, DataplaneError> {
-        Self::open(self.flows_name, |name| {
-            let fd = self
-                .data(name)
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| missing(name, aya::maps::MapError::IoError(e)))?;
-            let data = MapData::from_fd(fd).map_err(|e| missing(name, e))?;
-            Map::from_map_data(data).map_err(|e| missing(name, e))
-        })
+        Self::open(self.flows_name, |name| self.reopen_one(name))
+    }
+
+    /// A second handle on one map, typed.
+    pub(crate) fn reopen_typed<T>(&self, name: &'static str) -> Result<T, DataplaneError>
+    where
+        T: TryFrom<Map, Error = aya::maps::MapError>,
+    {
+        typed(self.reopen_one(name)?, name)
+    }
+
+    fn reopen_one(&self, name: &'static str) -> Result<Map, DataplaneError> {
+        let fd = self
+            .data(name)
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| missing(name, aya::maps::MapError::IoError(e)))?;
+        let data = MapData::from_fd(fd).map_err(|e| missing(name, e))?;
+        Map::from_map_data(data).map_err(|e| missing(name, e))
     }
 
     fn data(&self, name: &'static str) -> &MapData {

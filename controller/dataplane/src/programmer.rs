@@ -80,7 +80,7 @@ pub struct Programmer {
     pub(crate) maps: Maps,
     options: LoadOptions,
     barrier: ReaderBarrier,
-    book: Book,
+    pub(crate) book: Book,
     /// Tests only: writes left before an injected failure.
     fail_in: Option<usize>,
 }
@@ -205,21 +205,6 @@ impl Programmer {
     /// one. Every VIP has ids of its own for its backends.
     pub fn backend_id(&self, vip: &VipKey, address: IpAddr) -> Option<u32> {
         Some(self.book.vips.get(vip)?.id_of(address)?.id)
-    }
-
-    /// Every live backend id with its address.
-    pub(crate) fn backend_addresses(&self) -> impl Iterator<Item = (IpAddr, u32)> + '_ {
-        self.book.vips.values().flat_map(|p| {
-            p.config
-                .backends
-                .iter()
-                .zip(&p.ids)
-                .map(|(b, id)| (b.address, id.id))
-        })
-    }
-
-    pub(crate) fn vip_indices(&self) -> impl Iterator<Item = (&VipConfig, u32)> {
-        self.book.vips.values().map(|p| (&p.config, p.vip_index))
     }
 
     /// Applies `batch`: node settings first, then removals, then upserts,

@@ -16,9 +16,10 @@
 //!
 //! The status is published on every change and each problem logged once.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use lb_dataplane::{NodeConfig, Programmer};
+use lb_dataplane::{NodeConfig, Programmer, StatsLayout};
+use lb_reconcile::Desired;
 use lb_store::{Event, Revision, Store, StoreError, Watch};
 use tokio::{sync::watch, time::Instant};
 use tracing::{error, info, warn};
@@ -115,12 +116,24 @@ pub async fn run<S: Store>(
     };
     let mut phase = Phase::List("start");
     let mut pending = Pending::default();
-    let mut stats = tokio::time::interval(options.stats_interval);
-    stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let counted = watch::Sender::new(Counted {
+        layout: programmer.stats_layout(),
+        desired: reconciler.desired().clone(),
+    });
+    let _counters = CounterThread::start(
+        programmer,
+        counted.subscribe(),
+        node.status_tx.subscribe(),
+        &options,
+    );
     loop {
         if let Some(revision) = pending.revision {
             if node.reconcile(&mut reconciler, programmer, revision, &pending.received) {
                 pending = Pending::default();
+                counted.send_replace(Counted {
+                    layout: programmer.stats_layout(),
+                    desired: reconciler.desired().clone(),
+                });
             } else if node.pause(&mut shutdown).await {
                 return Ok(());
             } else {
@@ -162,10 +175,6 @@ pub async fn run<S: Store>(
             },
             Phase::Watching(mut w) => tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                _ = stats.tick() => {
-                    node.collect(programmer, &reconciler, options.backend_series);
-                    Phase::Watching(w)
-                }
                 g = GatewayFeed::changed(&mut gateway) => {
                     if let Some(feed) = &mut gateway {
                         let next = NodeConfig { gateway_mac: g.mac, ..feed.node.clone() };
@@ -333,12 +342,89 @@ impl Node {
         }
         self.status = next;
     }
+}
 
-    fn collect(&mut self, programmer: &Programmer, reconciler: &Reconciler, backend_series: usize) {
-        metrics::status(&self.status);
-        match programmer.stats_limited(backend_series) {
-            Ok(stats) => metrics::traffic(&stats, &metrics::vip_names(reconciler.desired())),
-            Err(e) => warn!("reading the dataplane's counters: {e}"),
+/// What the counters' thread labels them with: the programmed VIPs' map
+/// indices and the decision naming them.
+struct Counted {
+    layout: StatsLayout,
+    desired: Arc<Desired>,
+}
+
+/// Reads the dataplane's counters into metrics every interval, on a thread
+/// of its own with handles of its own, so that the control loop never
+/// waits for the tens of milliseconds that takes. Also sets the status
+/// series again each time, so that the exporter's idle timeout keeps them.
+/// Stopped and joined on drop.
+struct CounterThread {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CounterThread {
+    fn start(
+        programmer: &Programmer,
+        counted: watch::Receiver<Counted>,
+        status: watch::Receiver<NodeStatus>,
+        options: &LoopOptions,
+    ) -> Self {
+        let reader = match programmer.stats_reader() {
+            Ok(r) => r,
+            Err(e) => {
+                error!("no counters in metrics: opening the counter maps: {e}");
+                return Self {
+                    stop: None,
+                    thread: None,
+                };
+            }
+        };
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let (interval, backend_series) = (options.stats_interval, options.backend_series);
+        let thread = std::thread::Builder::new()
+            .name("lb-counters".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    let now = status.borrow().clone();
+                    metrics::status(&now);
+                    // Out of the borrow before reading: the loop's next send
+                    // waits for every borrow to end.
+                    let (layout, desired) = {
+                        let c = counted.borrow();
+                        (c.layout.clone(), c.desired.clone())
+                    };
+                    let stats = reader.read(&layout, backend_series);
+                    let names = metrics::vip_names(&desired);
+                    match stats {
+                        Ok(stats) => {
+                            metrics::traffic(&stats, &names);
+                            failing = false;
+                        }
+                        Err(e) if !failing => {
+                            warn!("reading the dataplane's counters: {e}");
+                            failing = true;
+                        }
+                        Err(_) => {}
+                    }
+                    match stopped.recv_timeout(interval) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            })
+            .expect("a thread for the counters");
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for CounterThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

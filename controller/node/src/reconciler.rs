@@ -26,7 +26,8 @@ pub struct Reconciler {
     limits: Limits,
     /// Every key under the VIP prefix, decoded, by key.
     view: BTreeMap<String, StoredKey>,
-    desired: Desired,
+    /// Shared with whoever reports on it (the counters' thread).
+    desired: Arc<Desired>,
     /// What the maps hold. Kept in step with each batch applied, and read
     /// from the programmer again after a batch fails.
     programmed: BTreeMap<VipId, InMaps>,
@@ -39,7 +40,7 @@ impl Reconciler {
             keys,
             limits,
             view: BTreeMap::new(),
-            desired: Desired::default(),
+            desired: Arc::default(),
             programmed: apply::programmed(&programmer.snapshot()),
         }
     }
@@ -49,7 +50,7 @@ impl Reconciler {
     }
 
     /// The last pass's decision.
-    pub fn desired(&self) -> &Desired {
+    pub fn desired(&self) -> &Arc<Desired> {
         &self.desired
     }
 
@@ -96,11 +97,13 @@ impl Reconciler {
     /// are unchanged (the programmer takes a failed batch back) and the
     /// decision is kept, so the next pass tries again.
     pub fn reconcile(&mut self, programmer: &mut Programmer) -> Result<Pass, DataplaneError> {
-        let last_good: HashMap<String, Admitted> = std::mem::take(&mut self.desired.vips)
-            .into_values()
-            .map(|a| (a.key.clone(), a))
+        let last_good: HashMap<String, Admitted> = self
+            .desired
+            .vips
+            .values()
+            .map(|a| (a.key.clone(), a.clone()))
             .collect();
-        self.desired = desired(self.view.values(), self.limits, &last_good);
+        self.desired = Arc::new(desired(self.view.values(), self.limits, &last_good));
         let plan = plan(&self.desired, &self.programmed);
         if !plan.is_empty() {
             if let Err(e) = programmer.apply(&apply::batch(&plan)) {

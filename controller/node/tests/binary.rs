@@ -84,6 +84,14 @@ async fn serves_its_store_follows_the_gateway_and_stops_on_sigterm() {
         "lb_backend_packets_total{backend=\"10.1.0.1\"}",
         |v| v > 0.0,
     );
+    // One backend series, as the lab's `backendSeries: 1` bounds them: the
+    // first address in order; the other is counted as omitted.
+    let metrics = lab.metrics().unwrap();
+    assert!(!metrics.contains("backend=\"10.1.0.2\""), "{metrics}");
+    assert_eq!(
+        support::value(&metrics, "lb_backend_series_omitted"),
+        Some(1.0)
+    );
 
     // The gateway's neighbour entry changes: frames follow it.
     let moved = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];

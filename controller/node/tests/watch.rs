@@ -133,3 +133,123 @@ async fn the_loop_follows_the_store() {
         ["10.0.2.1"]
     );
 }
+
+/// The embedded store with its first watches failing: a transient error,
+/// then a compaction, as etcd can answer.
+struct Faulty {
+    inner: EmbeddedStore,
+    faults: std::sync::Mutex<Vec<lb_store::StoreError>>,
+    /// Every list and watch call, in order.
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl Store for Faulty {
+    async fn revision(&self) -> Result<Revision, lb_store::StoreError> {
+        self.inner.revision().await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        at: Option<Revision>,
+    ) -> Result<lb_store::Listing, lb_store::StoreError> {
+        self.calls.lock().unwrap().push("list".into());
+        self.inner.list(prefix, at).await
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        from: Revision,
+    ) -> Result<lb_store::Watch, lb_store::StoreError> {
+        self.calls.lock().unwrap().push(format!("watch {from}"));
+        let fault = self.faults.lock().unwrap().pop();
+        match fault {
+            Some(e) => Err(e),
+            None => self.inner.watch(prefix, from).await,
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<lb_store::TxnOutcome, lb_store::StoreError> {
+        self.inner.txn(txn).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_watch_resumes_where_it_was_and_a_compacted_one_lists_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new("").unwrap();
+    let store = std::sync::Arc::new(Faulty {
+        inner: EmbeddedStore::open(&dir.path().join("store.redb")).unwrap(),
+        // Popped from the end: first the transient error, then compaction.
+        faults: std::sync::Mutex::new(vec![
+            lb_store::StoreError::Compacted {
+                requested: 2,
+                compacted: 5,
+            },
+            lb_store::StoreError::Io {
+                path: "(test)".into(),
+                op: "watch",
+                reason: "connection reset".into(),
+            },
+        ]),
+        calls: Default::default(),
+    });
+    let first = put(&store.inner, &keys.vip("web"), web(&["10.0.0.1"]).encode()).await;
+
+    let mut dp = common::dataplane(1021);
+    let limits = Limits {
+        max_vips: 8,
+        max_backends: 64,
+    };
+    let reconciler = Reconciler::new(keys.clone(), limits, dp.programmer());
+    let (tx, mut status) = watch::channel(NodeStatus::new(dp.programmer().usage()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let loop_store = store.clone();
+    let controller = tokio::spawn(async move {
+        let options = LoopOptions {
+            backoff: (Duration::from_millis(50), Duration::from_millis(200)),
+            ..LoopOptions::default()
+        };
+        daemon::run(
+            &*loop_store,
+            dp.programmer(),
+            reconciler,
+            options,
+            tx,
+            None,
+            async {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+        .unwrap();
+        dp
+    });
+    applied(&mut status, first).await;
+    // Written after the faults, whenever the relist happened.
+    let second = put(&store.inner, &keys.vip("api"), {
+        let mut api = web(&["10.0.0.2"]);
+        api.name = "api".into();
+        api.address = "192.0.2.20".parse().unwrap();
+        api.encode()
+    })
+    .await;
+    let s = applied(&mut status, second).await;
+    assert_eq!(s.programmed_vips, 2);
+    // And the watch after the relist delivers what comes next.
+    let third = put(&store.inner, &keys.vip("web"), web(&["10.0.0.3"]).encode()).await;
+    applied(&mut status, third).await;
+
+    let calls = store.calls.lock().unwrap().clone();
+    let resume = format!("watch {}", first + 1);
+    assert_eq!(
+        calls[..4],
+        ["list", resume.as_str(), resume.as_str(), "list"],
+        "a transient failure resumes from the same revision; a compacted one lists again"
+    );
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    stop_tx.send(()).unwrap();
+    let mut dp = controller.await.unwrap();
+    assert_eq!(dp.programmer().vips().count(), 2);
+}

@@ -82,7 +82,7 @@ impl Lab {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("controller.yaml"),
-            "nodeName: lab\nstatsInterval: 0.2\nnode:\n  attachMode: ATTACH_MODE_GENERIC\n  \
+            "nodeName: lab\nstatsInterval: 0.2\nbackendSeries: 1\nnode:\n  attachMode: ATTACH_MODE_GENERIC\n  \
              sizes:\n    maxVips: 64\n    maxBackends: 1024\n    ringSize: 1021\n    \
              flowTableEntries: 65536\n",
         )
