@@ -49,6 +49,57 @@ async fn applied(status: &mut watch::Receiver<NodeStatus>, revision: Revision) -
     .clone()
 }
 
+/// The loop on its own task over `store`, a fresh dataplane and `keys`.
+struct Running {
+    status: watch::Receiver<NodeStatus>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(Result<(), lb_store::StoreError>, lb_dataplane::Dataplane)>,
+}
+
+impl Running {
+    fn start<S: Store + 'static>(store: std::sync::Arc<S>, keys: &Keys) -> Self {
+        let mut dp = common::dataplane(1021);
+        let limits = Limits {
+            max_vips: 8,
+            max_backends: 64,
+        };
+        let reconciler = Reconciler::new(keys.clone(), limits, dp.programmer());
+        let (tx, status) = watch::channel(NodeStatus::new(dp.programmer().usage()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = LoopOptions {
+            backoff: (Duration::from_millis(50), Duration::from_millis(200)),
+            ..LoopOptions::default()
+        };
+        let task = tokio::spawn(async move {
+            let r = daemon::run(
+                &*store,
+                dp.programmer(),
+                reconciler,
+                options,
+                tx,
+                None,
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+            (r, dp)
+        });
+        Self { status, stop, task }
+    }
+
+    /// Stops the loop when told; its result and the dataplane.
+    async fn stop(self) -> lb_dataplane::Dataplane {
+        self.stop.send(()).unwrap();
+        let (result, dp) = tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("stopped when told")
+            .unwrap();
+        result.unwrap();
+        dp
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_follows_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,33 +108,11 @@ async fn the_loop_follows_the_store() {
     let key = keys.vip("web");
     let first = put(&store, &key, web(&["10.0.0.1", "10.0.0.2"]).encode()).await;
 
-    let mut dp = common::dataplane(1021);
-    let limits = Limits {
-        max_vips: 8,
-        max_backends: 64,
-    };
-    let reconciler = Reconciler::new(keys.clone(), limits, dp.programmer());
-    let (tx, mut status) = watch::channel(NodeStatus::new(dp.programmer().usage()));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let store = std::sync::Arc::new(store);
-    let loop_store = store.clone();
-    let controller = tokio::spawn(async move {
-        let r = daemon::run(
-            &*loop_store,
-            dp.programmer(),
-            reconciler,
-            LoopOptions::default(),
-            tx,
-            None,
-            async {
-                let _ = stop_rx.await;
-            },
-        )
-        .await;
-        (r, dp)
-    });
+    let mut loop_ = Running::start(store.clone(), &keys);
+    let status = &mut loop_.status;
 
-    let s = applied(&mut status, first).await;
+    let s = applied(status, first).await;
     assert_eq!(s.programmed_vips, 1);
     assert_eq!(s.usage.vips.used, 1);
 
@@ -93,7 +122,7 @@ async fn the_loop_follows_the_store() {
         let addresses: Vec<String> = (1..=n).map(|i| format!("10.0.1.{i}")).collect();
         let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         last = put(&store, &key, web(&refs).encode()).await;
-        applied(&mut status, last).await;
+        applied(status, last).await;
     }
     // A write elsewhere under the prefix root is not a VIP event.
     let unrelated = put(&store, "/fleet-b/lb/v1/vips/web", b"junk".to_vec()).await;
@@ -106,22 +135,17 @@ async fn the_loop_follows_the_store() {
         b"{\"name\":\"web\",\"port\":80,\"bogus\":1}".to_vec(),
     )
     .await;
-    let s = applied(&mut status, bad).await;
+    let s = applied(status, bad).await;
     match s.problems.get(&key) {
         Some(Problem::Stale(e)) => assert_eq!(e.field, "bogus"),
         other => panic!("{other:?}"),
     }
     assert_eq!(s.programmed_vips, 1);
     let fixed = put(&store, &key, web(&["10.0.2.1"]).encode()).await;
-    let s = applied(&mut status, fixed).await;
+    let s = applied(status, fixed).await;
     assert!(s.problems.is_empty(), "{:?}", s.problems);
 
-    stop_tx.send(()).unwrap();
-    let (result, mut dp) = tokio::time::timeout(Duration::from_secs(5), controller)
-        .await
-        .expect("stopped when told")
-        .unwrap();
-    result.unwrap();
+    let mut dp = loop_.stop().await;
     let vips: Vec<_> = dp.programmer().vips().cloned().collect();
     assert_eq!(vips.len(), 1);
     assert_eq!(
@@ -197,36 +221,9 @@ async fn a_failed_watch_resumes_where_it_was_and_a_compacted_one_lists_again() {
     });
     let first = put(&store.inner, &keys.vip("web"), web(&["10.0.0.1"]).encode()).await;
 
-    let mut dp = common::dataplane(1021);
-    let limits = Limits {
-        max_vips: 8,
-        max_backends: 64,
-    };
-    let reconciler = Reconciler::new(keys.clone(), limits, dp.programmer());
-    let (tx, mut status) = watch::channel(NodeStatus::new(dp.programmer().usage()));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let loop_store = store.clone();
-    let controller = tokio::spawn(async move {
-        let options = LoopOptions {
-            backoff: (Duration::from_millis(50), Duration::from_millis(200)),
-            ..LoopOptions::default()
-        };
-        daemon::run(
-            &*loop_store,
-            dp.programmer(),
-            reconciler,
-            options,
-            tx,
-            None,
-            async {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-        .unwrap();
-        dp
-    });
-    applied(&mut status, first).await;
+    let mut loop_ = Running::start(store.clone(), &keys);
+    let status = &mut loop_.status;
+    applied(status, first).await;
     // Written after the faults, whenever the relist happened.
     let second = put(&store.inner, &keys.vip("api"), {
         let mut api = web(&["10.0.0.2"]);
@@ -235,11 +232,11 @@ async fn a_failed_watch_resumes_where_it_was_and_a_compacted_one_lists_again() {
         api.encode()
     })
     .await;
-    let s = applied(&mut status, second).await;
+    let s = applied(status, second).await;
     assert_eq!(s.programmed_vips, 2);
     // And the watch after the relist delivers what comes next.
     let third = put(&store.inner, &keys.vip("web"), web(&["10.0.0.3"]).encode()).await;
-    applied(&mut status, third).await;
+    applied(status, third).await;
 
     let calls = store.calls.lock().unwrap().clone();
     let resume = format!("watch {}", first + 1);
@@ -249,7 +246,6 @@ async fn a_failed_watch_resumes_where_it_was_and_a_compacted_one_lists_again() {
         "a transient failure resumes from the same revision; a compacted one lists again"
     );
     assert_eq!(calls.len(), 5, "{calls:?}");
-    stop_tx.send(()).unwrap();
-    let mut dp = controller.await.unwrap();
+    let mut dp = loop_.stop().await;
     assert_eq!(dp.programmer().vips().count(), 2);
 }
