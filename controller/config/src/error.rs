@@ -16,6 +16,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    pub const ALL: [Rejection; 5] = [
+        Rejection::Key,
+        Rejection::Malformed,
+        Rejection::UnknownField,
+        Rejection::NewerSchema,
+        Rejection::Invalid,
+    ];
+
     /// The label value (`reason="unknown_field"`).
     pub const fn as_str(self) -> &'static str {
         match self {

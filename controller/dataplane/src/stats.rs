@@ -27,7 +27,7 @@ pub struct Stats {
     /// Per backend address in use, summed over the VIPs that have it.
     pub backends: BTreeMap<IpAddr, TrafficCounters>,
     /// Backend addresses whose counters were not read
-    /// ([`Programmer::stats_limited`]).
+    /// ([`StatsReader::read`]).
     pub backends_not_read: usize,
 }
 
@@ -75,20 +75,9 @@ pub struct StatsLayout {
 }
 
 impl Programmer {
-    /// Reads every counter.
+    /// Reads every counter, through handles opened for the call.
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
-        self.stats_limited(usize::MAX)
-    }
-
-    /// Reads every counter but those of backend addresses past the first
-    /// `backend_addresses` in address order (counted in
-    /// [`Stats::backends_not_read`]): each address costs a map read per
-    /// VIP that has it, and a node with 100,000 backends must not pay them
-    /// on every scrape.
-    pub fn stats_limited(&self, backend_addresses: usize) -> Result<Stats, DataplaneError> {
-        let m = &self.maps;
-        let maps = (&m.vip_stats, &m.backend_stats, &m.global_stats, &m.flood);
-        read(maps, &self.stats_layout(), backend_addresses)
+        self.stats_reader()?.read(&self.stats_layout(), usize::MAX)
     }
 
     /// A reader of the counters for another thread.
@@ -111,30 +100,75 @@ impl Programmer {
 }
 
 impl StatsReader {
-    /// [`Programmer::stats_limited`], through this reader's handles. A VIP
-    /// removed since `layout` was taken may read as zero or as its index's
-    /// next owner until the next layout.
+    /// Reads every counter but those of backend addresses past the first
+    /// `backend_addresses` in address order (counted in
+    /// [`Stats::backends_not_read`]): each address costs a map read per
+    /// VIP that has it, and a node with 100,000 backends must not pay them
+    /// on every scrape. A VIP removed since `layout` was taken may read as
+    /// zero or as its index's next owner until the next layout.
     pub fn read(
         &self,
         layout: &StatsLayout,
         backend_addresses: usize,
     ) -> Result<Stats, DataplaneError> {
-        let maps = (
-            &self.vip_stats,
-            &self.backend_stats,
-            &self.global_stats,
-            &self.flood,
-        );
-        read(maps, layout, backend_addresses)
+        let Self {
+            vip_stats,
+            backend_stats,
+            global_stats,
+            flood,
+        } = self;
+        let mut stats = Stats::default();
+        for &c in GlobalCounter::ALL {
+            let per_cpu = global_stats
+                .get(&(c as u32), 0)
+                .map_err(map_err(GLOBAL_STATS, "get"))?;
+            stats.global.insert(c, per_cpu.iter().sum());
+        }
+        let mut ids: Vec<(IpAddr, u32)> = Vec::new();
+        for p in &layout.vips {
+            let config = &p.config;
+            let per_cpu = vip_stats
+                .get(&p.vip_index, 0)
+                .map_err(map_err(VIP_STATS, "get"))?;
+            let key = (config.address, config.port, config.protocol.number());
+            stats.vips.insert(key, sum(&per_cpu));
+            let windows = flood.get(&p.vip_index, 0).map_err(map_err(FLOOD, "get"))?;
+            stats
+                .vip_flows_not_recorded_flood
+                .insert(key, windows.iter().map(|w| w.not_recorded).sum());
+            ids.extend(
+                config
+                    .backends
+                    .iter()
+                    .zip(&p.ids)
+                    .map(|(b, id)| (b.address, id.id)),
+            );
+        }
+        // Sorted by address, so the bound keeps the same addresses each time;
+        // a flat sort of 100,000 pairs costs far less than a map of them, and
+        // on integers less than on `IpAddr`s.
+        ids.sort_unstable_by_key(|&(address, id)| (address_order(address), id));
+        let mut addresses = 0;
+        for (i, &(address, id)) in ids.iter().enumerate() {
+            if i == 0 || ids[i - 1].0 != address {
+                addresses += 1;
+            }
+            if addresses > backend_addresses {
+                continue;
+            }
+            // Per address: every VIP that has the backend has an id for it.
+            let per_cpu = backend_stats
+                .get(&id, 0)
+                .map_err(map_err(BACKEND_STATS, "get"))?;
+            let more = sum(&per_cpu);
+            let total = stats.backends.entry(address).or_default();
+            total.packets += more.packets;
+            total.bytes += more.bytes;
+        }
+        stats.backends_not_read = addresses.saturating_sub(backend_addresses);
+        Ok(stats)
     }
 }
-
-type CounterMaps<'a> = (
-    &'a PerCpuArray<MapData, TrafficCounters>,
-    &'a PerCpuArray<MapData, TrafficCounters>,
-    &'a PerCpuArray<MapData, u64>,
-    &'a PerCpuArray<MapData, FloodWindow>,
-);
 
 /// `IpAddr`'s order (IPv4 before IPv6, then by value) as integers.
 fn address_order(address: IpAddr) -> (bool, u128) {
@@ -142,61 +176,4 @@ fn address_order(address: IpAddr) -> (bool, u128) {
         IpAddr::V4(a) => (false, u128::from(u32::from(a))),
         IpAddr::V6(a) => (true, u128::from(a)),
     }
-}
-
-fn read(
-    (vip_stats, backend_stats, global_stats, flood): CounterMaps<'_>,
-    layout: &StatsLayout,
-    backend_addresses: usize,
-) -> Result<Stats, DataplaneError> {
-    let mut stats = Stats::default();
-    for &c in GlobalCounter::ALL {
-        let per_cpu = global_stats
-            .get(&(c as u32), 0)
-            .map_err(map_err(GLOBAL_STATS, "get"))?;
-        stats.global.insert(c, per_cpu.iter().sum());
-    }
-    let mut ids: Vec<(IpAddr, u32)> = Vec::new();
-    for p in &layout.vips {
-        let config = &p.config;
-        let per_cpu = vip_stats
-            .get(&p.vip_index, 0)
-            .map_err(map_err(VIP_STATS, "get"))?;
-        let key = (config.address, config.port, config.protocol.number());
-        stats.vips.insert(key, sum(&per_cpu));
-        let windows = flood.get(&p.vip_index, 0).map_err(map_err(FLOOD, "get"))?;
-        stats
-            .vip_flows_not_recorded_flood
-            .insert(key, windows.iter().map(|w| w.not_recorded).sum());
-        ids.extend(
-            config
-                .backends
-                .iter()
-                .zip(&p.ids)
-                .map(|(b, id)| (b.address, id.id)),
-        );
-    }
-    // Sorted by address, so the bound keeps the same addresses each time;
-    // a flat sort of 100,000 pairs costs far less than a map of them, and
-    // on integers less than on `IpAddr`s.
-    ids.sort_unstable_by_key(|&(address, id)| (address_order(address), id));
-    let mut addresses = 0;
-    for (i, &(address, id)) in ids.iter().enumerate() {
-        if i == 0 || ids[i - 1].0 != address {
-            addresses += 1;
-        }
-        if addresses > backend_addresses {
-            continue;
-        }
-        // Per address: every VIP that has the backend has an id for it.
-        let per_cpu = backend_stats
-            .get(&id, 0)
-            .map_err(map_err(BACKEND_STATS, "get"))?;
-        let more = sum(&per_cpu);
-        let total = stats.backends.entry(address).or_default();
-        total.packets += more.packets;
-        total.bytes += more.bytes;
-    }
-    stats.backends_not_read = addresses.saturating_sub(backend_addresses);
-    Ok(stats)
 }

@@ -250,9 +250,9 @@ impl Node {
         next.usage = programmer.usage();
         next.decided(reconciler.desired());
         let ok = match result {
-            Ok(pass) => {
+            Ok(plan) => {
                 metrics::reconciled(
-                    if pass.plan.is_empty() {
+                    if plan.is_empty() {
                         "unchanged"
                     } else {
                         "applied"
@@ -336,8 +336,10 @@ impl Node {
                 "sync state"
             );
         }
-        metrics::status(&next);
+        // Unchanged series are set again by the counters' thread each
+        // interval; the loop sets them only when they change.
         if next != self.status {
+            metrics::status(&next);
             self.status_tx.send_replace(next.clone());
         }
         self.status = next;

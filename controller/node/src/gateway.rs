@@ -233,8 +233,10 @@ fn prompt_resolution(gateway: IpAddr) {
 
 /// Follows the gateway: looks it up again on every route or neighbour
 /// notification and every `refresh`, and sends each new MAC. A lookup
-/// that fails keeps the MAC in force (and says so once).
+/// that fails keeps the MAC in force (and says so once). Lookups go
+/// through `handle`; notifications come on a connection of their own.
 pub async fn follow(
+    handle: Handle,
     interface: String,
     ifindex: u32,
     mut current: Gateway,
@@ -252,7 +254,6 @@ pub async fn follow(
         ))
         .map_err(|e| GatewayError::Netlink(e.to_string()))?;
     tokio::spawn(connection);
-    let handle = connect()?;
     let mut last_error = None;
     let mut tick = tokio::time::interval(refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

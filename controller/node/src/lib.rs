@@ -10,4 +10,3 @@ pub mod preflight;
 pub mod reconciler;
 pub mod settings;
 pub mod status;
-pub mod sync;

@@ -77,9 +77,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             info!(gateway = %found.address, mac = %format_mac(found.mac), "gateway resolved");
             let (tx, rx) = watch::channel::<Gateway>(found);
             let name = interface.clone();
+            let lookups = handle.clone();
             tokio::spawn(async move {
                 if let Err(e) =
-                    gateway::follow(name, ifindex, found, Duration::from_secs(30), tx).await
+                    gateway::follow(lookups, name, ifindex, found, Duration::from_secs(30), tx)
+                        .await
                 {
                     tracing::error!("following the gateway stopped: {e}; its MAC stays as it is");
                 }

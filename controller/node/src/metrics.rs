@@ -25,7 +25,7 @@ use metrics_exporter_prometheus::{ExporterFuture, Matcher, PrometheusBuilder};
 use metrics_util::MetricKindMask;
 use thiserror::Error;
 
-use crate::status::{NodeStatus, SyncState};
+use crate::status::{NodeStatus, Problem, SyncState};
 
 #[derive(Debug, Error)]
 #[error("the metrics endpoint on {addr}: {reason}")]
@@ -150,11 +150,11 @@ pub fn status(s: &NodeStatus) {
     gauge!("lb_config_stale_vips").set(s.stale_vips() as f64);
     let mut rejected: BTreeMap<&str, usize> = BTreeMap::new();
     for p in s.problems.values() {
-        if !matches!(p, crate::status::Problem::Stale(_)) {
+        if !matches!(p, Problem::Stale(_)) {
             *rejected.entry(p.reason()).or_default() += 1;
         }
     }
-    for reason in REFUSAL_REASONS {
+    for reason in Problem::reasons() {
         gauge!("lb_config_rejected_vips", "reason" => reason)
             .set(rejected.get(reason).copied().unwrap_or(0) as f64);
     }
@@ -168,16 +168,6 @@ pub fn status(s: &NodeStatus) {
     }
     gauge!("lb_map_max_entries", "map" => "flows").set(f64::from(u.flow_table_entries));
 }
-
-const REFUSAL_REASONS: [&str; 7] = [
-    "key",
-    "malformed",
-    "unknown_field",
-    "newer_schema",
-    "invalid",
-    "duplicate",
-    "over_capacity",
-];
 
 fn map_fill(map: &'static str, fill: Fill) {
     gauge!("lb_map_entries", "map" => map).set(f64::from(fill.used));

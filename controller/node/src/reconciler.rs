@@ -15,12 +15,6 @@ use lb_store::{Event, KeyValue, Listing};
 
 use crate::apply;
 
-/// One pass's result.
-#[derive(Clone, Debug)]
-pub struct Pass {
-    pub plan: Plan,
-}
-
 pub struct Reconciler {
     keys: Keys,
     limits: Limits,
@@ -96,7 +90,8 @@ impl Reconciler {
     /// invalid keeps its last good version. When the batch fails the maps
     /// are unchanged (the programmer takes a failed batch back) and the
     /// decision is kept, so the next pass tries again.
-    pub fn reconcile(&mut self, programmer: &mut Programmer) -> Result<Pass, DataplaneError> {
+    /// Returns the plan it carried out.
+    pub fn reconcile(&mut self, programmer: &mut Programmer) -> Result<Plan, DataplaneError> {
         let last_good: HashMap<String, Admitted> = self
             .desired
             .vips
@@ -118,6 +113,6 @@ impl Reconciler {
                     .insert(admitted.vip.id(), InMaps::of(admitted));
             }
         }
-        Ok(Pass { plan })
+        Ok(plan)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use lb_config::ConfigError;
+use lb_config::{ConfigError, Rejection};
 use lb_dataplane::Usage;
 use lb_reconcile::{Desired, Refusal};
 use lb_store::Revision;
@@ -42,14 +42,26 @@ pub enum Problem {
     Refused(Refusal),
 }
 
+// Why the node refused a valid key, as labels.
+const DUPLICATE: &str = "duplicate";
+const OVER_CAPACITY: &str = "over_capacity";
+
 impl Problem {
     /// The metric label: the config rejection's, or why the node refused.
     pub fn reason(&self) -> &'static str {
         match self {
             Problem::Stale(e) | Problem::Refused(Refusal::Invalid(e)) => e.kind.as_str(),
-            Problem::Refused(Refusal::Duplicate { .. }) => "duplicate",
-            Problem::Refused(Refusal::OverCapacity { .. }) => "over_capacity",
+            Problem::Refused(Refusal::Duplicate { .. }) => DUPLICATE,
+            Problem::Refused(Refusal::OverCapacity { .. }) => OVER_CAPACITY,
         }
+    }
+
+    /// Every value [`Self::reason`] takes.
+    pub fn reasons() -> impl Iterator<Item = &'static str> {
+        Rejection::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain([DUPLICATE, OVER_CAPACITY])
     }
 }
 
@@ -157,7 +169,6 @@ pub fn changes<'s>(before: &'s NodeStatus, after: &'s NodeStatus) -> Changes<'s>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_config::Rejection;
 
     fn invalid(key: &str, field: &str) -> Problem {
         Problem::Refused(Refusal::Invalid(ConfigError {

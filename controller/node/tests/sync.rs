@@ -12,12 +12,9 @@ use std::net::IpAddr;
 use common::{Tcp, tcp};
 use etherparse::{NetSlice, SlicedPacket};
 use lb_config::{Keys, Vip};
-use lb_controller::{
-    reconciler::Reconciler,
-    sync::{Synced, sync_once},
-};
+use lb_controller::reconciler::Reconciler;
 use lb_dataplane::{Dataplane, ProgramKind};
-use lb_reconcile::{Limits, Refusal};
+use lb_reconcile::{Limits, Plan, Refusal};
 use lb_store::{EmbeddedStore, Op, Store, Txn};
 
 const VIP: &str = "192.0.2.10";
@@ -73,10 +70,12 @@ impl Node {
         }
     }
 
-    async fn sync(&mut self) -> Synced {
-        sync_once(&self.store, &mut self.reconciler, self.dp.programmer())
-            .await
-            .unwrap()
+    /// One pass from a fresh listing, as the loop makes at start: the
+    /// plan it carried out.
+    async fn sync(&mut self) -> Plan {
+        let listing = self.store.list(&self.keys.vips(), None).await.unwrap();
+        self.reconciler.replace_all(&listing);
+        self.reconciler.reconcile(self.dp.programmer()).unwrap()
     }
 
     /// Where 200 clients' SYNs to the VIP go.
@@ -112,13 +111,13 @@ async fn the_store_reconciles_into_the_maps() {
     let three = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
     node.write(vec![node.put("web", web("web", &three).encode())])
         .await;
-    let synced = node.sync().await;
-    assert_eq!(synced.pass.plan.upserts.len(), 1);
+    let plan = node.sync().await;
+    assert_eq!(plan.upserts.len(), 1);
     assert_eq!(node.destinations(), set(&three));
 
     // Nothing changed: nothing written.
     let before = node.dp.programmer().snapshot();
-    assert!(node.sync().await.pass.plan.is_empty());
+    assert!(node.sync().await.is_empty());
 
     // A rename is the same VIP: no map is written.
     node.write(vec![
@@ -128,8 +127,8 @@ async fn the_store_reconciles_into_the_maps() {
         node.put("www", web("www", &three).encode()),
     ])
     .await;
-    let synced = node.sync().await;
-    assert!(synced.pass.plan.is_empty(), "{:?}", synced.pass.plan);
+    let plan = node.sync().await;
+    assert!(plan.is_empty(), "{:?}", plan);
     assert_eq!(
         node.dp.programmer().snapshot(),
         before,
@@ -139,7 +138,7 @@ async fn the_store_reconciles_into_the_maps() {
     // An update goes live: the new ring's backends take the flows.
     node.write(vec![node.put("www", web("www", &three[..1]).encode())])
         .await;
-    assert_eq!(node.sync().await.pass.plan.upserts.len(), 1);
+    assert_eq!(node.sync().await.upserts.len(), 1);
     assert_eq!(node.destinations(), set(&three[..1]));
 
     // An invalid update keeps the last good version forwarding, stale.
@@ -147,8 +146,8 @@ async fn the_store_reconciles_into_the_maps() {
     bad["backends"][0]["weight"] = 0.into();
     node.write(vec![node.put("www", bad.to_string().into_bytes())])
         .await;
-    let synced = node.sync().await;
-    assert!(synced.pass.plan.is_empty());
+    let plan = node.sync().await;
+    assert!(plan.is_empty());
     let www = node.reconciler.desired().vips.values().next().unwrap();
     let stale = www.stale.as_ref().expect("reported stale");
     assert_eq!(stale.field, "backends[0].weight");
@@ -165,7 +164,7 @@ async fn the_store_reconciles_into_the_maps() {
         }),
     ])
     .await;
-    let synced = node.sync().await;
+    let plan = node.sync().await;
     let refused: Vec<(&str, &Refusal)> = node
         .reconciler
         .desired()
@@ -180,7 +179,7 @@ async fn the_store_reconciles_into_the_maps() {
     assert!(
         matches!(refused[1], ("/lb/v1/vips/garbage", Refusal::Invalid(e)) if e.field == "(document)")
     );
-    assert_eq!(synced.pass.plan.upserts.len(), 1, "api alone is new");
+    assert_eq!(plan.upserts.len(), 1, "api alone is new");
     assert_eq!(node.destinations(), set(&three[..1]), "www undisturbed");
 
     // With the older key gone, the duplicate is the VIP's key now.
@@ -188,9 +187,9 @@ async fn the_store_reconciles_into_the_maps() {
         key: node.keys.vip("www"),
     }])
     .await;
-    let synced = node.sync().await;
-    assert_eq!(synced.pass.plan.upserts.len(), 1);
-    assert!(synced.pass.plan.removals.is_empty());
+    let plan = node.sync().await;
+    assert_eq!(plan.upserts.len(), 1);
+    assert!(plan.removals.is_empty());
     assert_eq!(node.destinations(), set(&three));
 
     // Deleting it removes the VIP: its traffic is no longer balanced.
@@ -198,8 +197,8 @@ async fn the_store_reconciles_into_the_maps() {
         key: node.keys.vip("dup"),
     }])
     .await;
-    let synced = node.sync().await;
-    assert_eq!(synced.pass.plan.removals.len(), 1);
+    let plan = node.sync().await;
+    assert_eq!(plan.removals.len(), 1);
     let runner = node.dp.runner(ProgramKind::Balancer).unwrap();
     let out = runner
         .run(&tcp("198.51.100.1", 1000, VIP, 80, Tcp::Syn, b""))
