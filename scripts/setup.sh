@@ -14,8 +14,9 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 install_apt_packages() {
     # iproute2 and iputils-ping: the network tests build namespaces and ping
-    # through them. protoc and etcd: the control plane.
-    local wanted=(iproute2 iputils-ping ethtool protobuf-compiler libprotobuf-dev etcd-server etcd-client)
+    # through them; util-linux: the controller's tests run it with nsenter
+    # and drop capabilities with setpriv. protoc and etcd: the control plane.
+    local wanted=(iproute2 iputils-ping ethtool util-linux protobuf-compiler libprotobuf-dev etcd-server etcd-client)
     local missing=()
     for pkg in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
