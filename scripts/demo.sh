@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo, from a fresh machine: installs what is missing, builds, and runs
-# the balancer on a veth between two throwaway network namespaces (root).
+# lb-controller on a veth between two throwaway network namespaces (root),
+# configured with `lbctl apply -f deploy/vips/demo.yaml`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,4 +11,6 @@ if [[ $EUID -ne 0 ]]; then
     exit 1
 fi
 export RUSTUP_AUTO_INSTALL=0
-cargo run --release --locked -p lb-demo -- "$@"
+# The demo runs lb-controller and lbctl as an operator would: build all three.
+cargo build --release --locked -p lb-controller -p lbctl -p lb-demo
+exec target/release/lb-demo "$@"

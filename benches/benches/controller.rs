@@ -259,6 +259,8 @@ fn vip(v: u32, per_vip: u32) -> Vip {
                 state: BackendState::Active,
             })
             .collect(),
+        owner: String::new(),
+        health_check: false,
     }
 }
 

@@ -1,8 +1,9 @@
 //! The load balancer's schema and API, package `lb.v1`, generated at build
 //! time from `proto/lb/v1/*.proto`: prost messages, and serde
 //! implementations of the canonical proto3 JSON mapping (pbjson), which is
-//! how the store holds them. The `.proto` files are the contract; read
-//! them for what each field means.
+//! how the store holds them and how `lbctl -o json` prints them; tonic
+//! clients and servers of the API's services. The `.proto` files are the
+//! contract; read them for what each field means.
 
 /// Package `lb.v1`.
 pub mod v1 {
@@ -10,6 +11,13 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/lb.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/lb.v1.serde.rs"));
 }
+
+/// The encoded `FileDescriptorSet` of `lb.v1`, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/lb_v1_descriptors.bin"));
+
+/// The domain of every `ErrorInfo` the API returns.
+pub const ERROR_DOMAIN: &str = "lb.v1";
 
 /// The minor schema version of `lb.v1` this build knows (`Vip.schema`,
 /// `NodeSettings.schema`).

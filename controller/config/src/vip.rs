@@ -65,6 +65,11 @@ pub struct Vip {
     pub protocol: Protocol,
     pub options: VipOptions,
     pub backends: Vec<Backend>,
+    /// Who manages the VIP (`lbctl apply --owner`); empty: nobody. No
+    /// controller acts on it.
+    pub owner: String,
+    /// `health_check` is set: reserved, accepted and kept, not acted on.
+    pub health_check: bool,
 }
 
 impl Vip {
@@ -81,12 +86,18 @@ impl Vip {
     /// schema version, then every field. The first fault found is
     /// reported; a VIP with any fault is refused whole.
     pub fn decode(keys: &Keys, key: &str, value: &[u8]) -> Result<Self, ConfigError> {
-        let name = keys.vip_name(key)?;
+        keys.vip_name(key)?;
         let stored: pb::Vip = decode_json(key, value)?;
-        let bad =
-            |field: &str, reason: String| ConfigError::new(key, Rejection::Invalid, field, reason);
+        Self::from_proto(keys, key, stored).map_err(|mut faults| faults.swap_remove(0))
+    }
+
+    /// Checks a schema message as the value of `key`: every fault, in
+    /// field order (never an empty list), so that a writer can name them
+    /// all at once.
+    pub fn from_proto(keys: &Keys, key: &str, stored: pb::Vip) -> Result<Self, Vec<ConfigError>> {
+        let name = keys.vip_name(key).map_err(|e| vec![e])?;
         if stored.schema > lb_proto::SCHEMA {
-            return Err(ConfigError::new(
+            return Err(vec![ConfigError::new(
                 key,
                 Rejection::NewerSchema,
                 "schema",
@@ -96,23 +107,30 @@ impl Vip {
                     stored.schema,
                     lb_proto::SCHEMA
                 ),
-            ));
+            )]);
         }
+        let mut faults = Vec::new();
+        let mut bad = |field: &str, reason: String| {
+            faults.push(ConfigError::new(key, Rejection::Invalid, field, reason));
+        };
         if stored.name != name {
-            return Err(bad(
+            bad(
                 "name",
                 format!("{:?} is not the key's name {name:?}", stored.name),
-            ));
+            );
         }
-        let address = unicast(&stored.address).map_err(|reason| bad("address", reason))?;
+        let address = unicast(&stored.address)
+            .map_err(|reason| bad("address", reason))
+            .ok();
         let protocol = match pb::Protocol::try_from(stored.protocol) {
-            Ok(pb::Protocol::Tcp) => Protocol::Tcp,
-            Ok(pb::Protocol::Udp) => Protocol::Udp,
+            Ok(pb::Protocol::Tcp) => Some(Protocol::Tcp),
+            Ok(pb::Protocol::Udp) => Some(Protocol::Udp),
             _ => {
-                return Err(bad(
+                bad(
                     "protocol",
                     "is PROTOCOL_TCP or PROTOCOL_UDP, and must be set".into(),
-                ));
+                );
+                None
             }
         };
         let o = stored.options.unwrap_or_default();
@@ -126,78 +144,101 @@ impl Vip {
             new_flows_per_cpu_per_sec: o.new_flows_per_cpu_per_sec,
         };
         let port = match (u16::try_from(stored.port), options.all_ports) {
-            (Ok(0), true) => 0,
+            (Ok(0), true) => Some(0),
             (Ok(0), false) => {
-                return Err(bad(
+                bad(
                     "port",
                     "0 serves every port: set options.allPorts to mean it".into(),
-                ));
+                );
+                None
             }
             (Ok(_), true) => {
-                return Err(bad(
-                    "port",
-                    "must be 0 (absent) with options.allPorts".into(),
-                ));
+                bad("port", "must be 0 (absent) with options.allPorts".into());
+                None
             }
-            (Ok(port), false) => port,
-            (Err(_), _) => return Err(bad("port", format!("{} is above 65535", stored.port))),
+            (Ok(port), false) => Some(port),
+            (Err(_), _) => {
+                bad("port", format!("{} is above 65535", stored.port));
+                None
+            }
         };
+        if let Err(reason) = check_owner(&stored.owner) {
+            bad("owner", reason);
+        }
         let mut backends: Vec<Backend> = Vec::with_capacity(stored.backends.len());
         for (i, b) in stored.backends.iter().enumerate() {
             let field = |f: &str| format!("backends[{i}].{f}");
-            let backend_address =
-                unicast(&b.address).map_err(|reason| bad(&field("address"), reason))?;
-            if address.is_ipv6() && backend_address.is_ipv4() {
-                return Err(bad(
-                    &field("address"),
-                    format!("IPv4 backend {backend_address} cannot carry IPv6 VIP {address}"),
-                ));
-            }
-            if let Some(j) = backends.iter().position(|o| o.address == backend_address) {
-                return Err(bad(
-                    &field("address"),
-                    format!("{backend_address} is already backends[{j}]"),
-                ));
+            let backend_address = match unicast(&b.address) {
+                Ok(a) => Some(a),
+                Err(reason) => {
+                    bad(&field("address"), reason);
+                    None
+                }
+            };
+            if let (Some(vip), Some(backend)) = (address, backend_address) {
+                if vip.is_ipv6() && backend.is_ipv4() {
+                    bad(
+                        &field("address"),
+                        format!("IPv4 backend {backend} cannot carry IPv6 VIP {vip}"),
+                    );
+                } else if let Some(j) = backends.iter().position(|o| o.address == backend) {
+                    bad(
+                        &field("address"),
+                        format!("{backend} is already backends[{j}]"),
+                    );
+                }
             }
             let weight = match b.weight {
-                None => 1,
+                None => Some(1),
                 Some(0) => {
-                    return Err(bad(
+                    bad(
                         &field("weight"),
                         "0 is not a weight: to drain a backend, set its state to \
                          BACKEND_STATE_DRAINING"
                             .into(),
-                    ));
+                    );
+                    None
                 }
                 Some(w) if w > lb_maglev::MAX_WEIGHT => {
-                    return Err(bad(
+                    bad(
                         &field("weight"),
                         format!("{w} is above the maximum {}", lb_maglev::MAX_WEIGHT),
-                    ));
+                    );
+                    None
                 }
-                Some(w) => w,
+                Some(w) => Some(w),
             };
             let state = match pb::BackendState::try_from(b.state) {
                 Ok(pb::BackendState::Unspecified | pb::BackendState::Active) => {
-                    BackendState::Active
+                    Some(BackendState::Active)
                 }
-                Ok(pb::BackendState::Draining) => BackendState::Draining,
-                Err(_) => return Err(bad(&field("state"), format!("unknown state {}", b.state))),
+                Ok(pb::BackendState::Draining) => Some(BackendState::Draining),
+                Err(_) => {
+                    bad(&field("state"), format!("unknown state {}", b.state));
+                    None
+                }
             };
-            backends.push(Backend {
-                address: backend_address,
-                weight,
-                state,
-            });
+            if let (Some(address), Some(weight), Some(state)) = (backend_address, weight, state) {
+                backends.push(Backend {
+                    address,
+                    weight,
+                    state,
+                });
+            }
         }
-        Ok(Vip {
-            name: name.to_owned(),
-            address,
-            port,
-            protocol,
-            options,
-            backends,
-        })
+        match (address, port, protocol) {
+            (Some(address), Some(port), Some(protocol)) if faults.is_empty() => Ok(Vip {
+                name: name.to_owned(),
+                address,
+                port,
+                protocol,
+                options,
+                backends,
+                owner: stored.owner,
+                health_check: stored.health_check.is_some(),
+            }),
+            _ => Err(faults),
+        }
     }
 
     /// The stored form: canonical proto3 JSON, defaults omitted, so that
@@ -241,7 +282,8 @@ impl Vip {
                     .into(),
                 })
                 .collect(),
-            health_check: None,
+            health_check: self.health_check.then_some(pb::HealthCheck {}),
+            owner: self.owner.clone(),
         }
     }
 }
@@ -283,6 +325,27 @@ pub(crate) fn decode_document<'de, T: serde::Deserialize<'de>, D: serde::Deseria
         };
         ConfigError::new(key, kind, field, reason)
     })
+}
+
+/// Most bytes of an owner.
+const MAX_OWNER_LEN: usize = 253;
+
+fn check_owner(owner: &str) -> Result<(), String> {
+    if owner.len() > MAX_OWNER_LEN {
+        return Err(format!(
+            "an owner has at most {MAX_OWNER_LEN} bytes, not {}",
+            owner.len()
+        ));
+    }
+    match owner
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')))
+    {
+        Some(c) => Err(format!(
+            "{owner:?} has {c:?}; an owner has letters, digits, '-', '_', '.' and '/'"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn unicast(text: &str) -> Result<IpAddr, String> {

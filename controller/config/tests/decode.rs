@@ -38,6 +38,8 @@ fn web() -> Vip {
                 state: BackendState::Draining,
             },
         ],
+        owner: String::new(),
+        health_check: false,
     }
 }
 
@@ -294,4 +296,39 @@ fn the_key_is_checked_before_the_value() {
     assert_eq!(err.kind, Rejection::Key);
     let err = Vip::decode(&Keys::new("/prod").unwrap(), KEY, &web().encode()).unwrap_err();
     assert!(err.reason.contains("not under /prod/lb/v1/vips/"), "{err}");
+}
+
+#[test]
+fn every_fault_of_a_message_is_named_at_once() {
+    let mut stored = web().to_proto();
+    stored.address = "300.1.1.1".into();
+    stored.port = 70_000;
+    stored.owner = "ci pipeline".into();
+    stored.backends[0].weight = Some(0);
+    stored.backends[1].address = "nowhere".into();
+    let faults = Vip::from_proto(&keys(), KEY, stored).unwrap_err();
+    let fields: Vec<&str> = faults.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "address",
+            "port",
+            "owner",
+            "backends[0].weight",
+            "backends[1].address"
+        ]
+    );
+    assert!(faults.iter().all(|f| f.kind == Rejection::Invalid));
+}
+
+#[test]
+fn an_owner_is_kept_and_read_back() {
+    let mut vip = web();
+    vip.owner = "lbctl/team-a".into();
+    vip.health_check = true;
+    let stored = vip.encode();
+    let text = std::str::from_utf8(&stored).unwrap();
+    assert!(text.contains(r#""owner":"lbctl/team-a""#), "{text}");
+    assert!(text.contains(r#""healthCheck":{}"#), "{text}");
+    assert_eq!(Vip::decode(&keys(), KEY, &stored).unwrap(), vip);
 }

@@ -84,9 +84,9 @@ pub use crate::{
     decap::{Decap, DecapStats, RefusedPolicy},
     error::DataplaneError,
     options::{FlowTableLru, LoadOptions, MapMemory},
-    programmer::{Fill, Programmer, Usage},
+    programmer::{Fill, Observer, Programmer, Usage},
     runner::{RunResult, Runner},
-    stats::{Stats, StatsLayout, StatsReader},
+    stats::{Applied, Stats, StatsReader},
 };
 
 /// The compiled balancer object, built by `build.rs`.

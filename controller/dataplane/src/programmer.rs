@@ -75,6 +75,27 @@ pub struct Usage {
     pub flow_table_entries: u32,
 }
 
+/// Reads the balancer's maps beside the [`Programmer`], never writing.
+pub struct Observer {
+    maps: Maps,
+    options: LoadOptions,
+}
+
+impl Observer {
+    /// What the maps hold now, rebuilt from them alone as
+    /// [`Programmer::read_back`] rebuilds it. Read while the programmer
+    /// writes, it may catch a VIP between two writes: read again when the
+    /// programmer has moved on meanwhile.
+    pub fn read_back(&self) -> Result<Programmer, DataplaneError> {
+        Programmer::adopt(self.maps.reopen()?, &self.options)
+    }
+
+    /// A reader of the counters.
+    pub fn stats_reader(&self) -> Result<crate::StatsReader, DataplaneError> {
+        crate::stats::reader(&self.maps)
+    }
+}
+
 /// Writes desired state into the balancer's maps; the only writer.
 pub struct Programmer {
     pub(crate) maps: Maps,
@@ -122,6 +143,15 @@ impl Programmer {
     /// before its first reuse.
     pub fn read_back(&self) -> Result<Programmer, DataplaneError> {
         Self::adopt(self.maps.reopen()?, &self.options)
+    }
+
+    /// Second handles on the maps, for a task that reads them while this
+    /// programmer writes (the API's read-back and counters).
+    pub fn observer(&self) -> Result<Observer, DataplaneError> {
+        Ok(Observer {
+            maps: self.maps.reopen()?,
+            options: self.options.clone(),
+        })
     }
 
     /// What [`Self::read_back`] reproduces of this programmer.

@@ -10,7 +10,9 @@ use lb_abi::{
 
 use crate::{
     book::Programmed,
+    config::VipConfig,
     error::{DataplaneError, map_err},
+    maps::Maps,
     programmer::Programmer,
 };
 
@@ -66,34 +68,37 @@ pub struct StatsReader {
     flood: PerCpuArray<MapData, FloodWindow>,
 }
 
-/// Which counter index is which VIP and backend, as of one moment of the
-/// programmer's: cheap to take (the VIPs are shared, not copied) and
-/// resolved by the reader.
-#[derive(Clone, Debug, Default)]
-pub struct StatsLayout {
+/// The programmed VIPs as of one moment of the programmer's: what the
+/// controller reports as applied, and which counter index is which VIP
+/// and backend for [`StatsReader::read`]. Cheap to take: the VIPs are
+/// shared, not copied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
     vips: Vec<Arc<Programmed>>,
+}
+
+impl Applied {
+    /// The configs of the programmed VIPs, in key order.
+    pub fn vips(&self) -> impl Iterator<Item = &VipConfig> {
+        self.vips.iter().map(|p| &p.config)
+    }
 }
 
 impl Programmer {
     /// Reads every counter, through handles opened for the call.
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
-        self.stats_reader()?.read(&self.stats_layout(), usize::MAX)
+        self.stats_reader()?.read(&self.applied(), usize::MAX)
     }
 
     /// A reader of the counters for another thread.
     pub fn stats_reader(&self) -> Result<StatsReader, DataplaneError> {
-        Ok(StatsReader {
-            vip_stats: self.maps.reopen_typed(VIP_STATS)?,
-            backend_stats: self.maps.reopen_typed(BACKEND_STATS)?,
-            global_stats: self.maps.reopen_typed(GLOBAL_STATS)?,
-            flood: self.maps.reopen_typed(FLOOD)?,
-        })
+        reader(&self.maps)
     }
 
-    /// What [`StatsReader::read`] needs to know of the programmed VIPs;
+    /// The programmed VIPs, as [`StatsReader::read`] needs to know them;
     /// take it again after each change.
-    pub fn stats_layout(&self) -> StatsLayout {
-        StatsLayout {
+    pub fn applied(&self) -> Applied {
+        Applied {
             vips: self.book.vips.values().cloned().collect(),
         }
     }
@@ -108,7 +113,7 @@ impl StatsReader {
     /// zero or as its index's next owner until the next layout.
     pub fn read(
         &self,
-        layout: &StatsLayout,
+        layout: &Applied,
         backend_addresses: usize,
     ) -> Result<Stats, DataplaneError> {
         let Self {
@@ -168,6 +173,16 @@ impl StatsReader {
         stats.backends_not_read = addresses.saturating_sub(backend_addresses);
         Ok(stats)
     }
+}
+
+/// A reader of `maps`' counters, on handles of its own.
+pub(crate) fn reader(maps: &Maps) -> Result<StatsReader, DataplaneError> {
+    Ok(StatsReader {
+        vip_stats: maps.reopen_typed(VIP_STATS)?,
+        backend_stats: maps.reopen_typed(BACKEND_STATS)?,
+        global_stats: maps.reopen_typed(GLOBAL_STATS)?,
+        flood: maps.reopen_typed(FLOOD)?,
+    })
 }
 
 /// `IpAddr`'s order (IPv4 before IPv6, then by value) as integers.

@@ -16,10 +16,9 @@
 //!
 //! The status is published on every change and each problem logged once.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, time::Duration};
 
-use lb_dataplane::{NodeConfig, Programmer, StatsLayout};
-use lb_reconcile::Desired;
+use lb_dataplane::{NodeConfig, Programmer};
 use lb_store::{Event, Revision, Store, StoreError, Watch};
 use tokio::{sync::watch, time::Instant};
 use tracing::{error, info, warn};
@@ -116,24 +115,11 @@ pub async fn run<S: Store>(
     };
     let mut phase = Phase::List("start");
     let mut pending = Pending::default();
-    let counted = watch::Sender::new(Counted {
-        layout: programmer.stats_layout(),
-        desired: reconciler.desired().clone(),
-    });
-    let _counters = CounterThread::start(
-        programmer,
-        counted.subscribe(),
-        node.status_tx.subscribe(),
-        &options,
-    );
+    let _counters = CounterThread::start(programmer, node.status_tx.subscribe(), &options);
     loop {
         if let Some(revision) = pending.revision {
             if node.reconcile(&mut reconciler, programmer, revision, &pending.received) {
                 pending = Pending::default();
-                counted.send_replace(Counted {
-                    layout: programmer.stats_layout(),
-                    desired: reconciler.desired().clone(),
-                });
             } else if node.pause(&mut shutdown).await {
                 return Ok(());
             } else {
@@ -249,6 +235,7 @@ impl Node {
         let mut next = self.status.clone();
         next.usage = programmer.usage();
         next.decided(reconciler.desired());
+        next.applied = programmer.applied();
         let ok = match result {
             Ok(plan) => {
                 metrics::reconciled(
@@ -346,13 +333,6 @@ impl Node {
     }
 }
 
-/// What the counters' thread labels them with: the programmed VIPs' map
-/// indices and the decision naming them.
-struct Counted {
-    layout: StatsLayout,
-    desired: Arc<Desired>,
-}
-
 /// Reads the dataplane's counters into metrics every interval, on a thread
 /// of its own with handles of its own, so that the control loop never
 /// waits for the tens of milliseconds that takes. Also sets the status
@@ -366,7 +346,6 @@ struct CounterThread {
 impl CounterThread {
     fn start(
         programmer: &Programmer,
-        counted: watch::Receiver<Counted>,
         status: watch::Receiver<NodeStatus>,
         options: &LoopOptions,
     ) -> Self {
@@ -387,16 +366,12 @@ impl CounterThread {
             .spawn(move || {
                 let mut failing = false;
                 loop {
-                    let now = status.borrow().clone();
-                    metrics::status(&now);
                     // Out of the borrow before reading: the loop's next send
                     // waits for every borrow to end.
-                    let (layout, desired) = {
-                        let c = counted.borrow();
-                        (c.layout.clone(), c.desired.clone())
-                    };
-                    let stats = reader.read(&layout, backend_series);
-                    let names = metrics::vip_names(&desired);
+                    let now = status.borrow().clone();
+                    metrics::status(&now);
+                    let stats = reader.read(&now.applied, backend_series);
+                    let names = metrics::vip_names(&now.desired);
                     match stats {
                         Ok(stats) => {
                             metrics::traffic(&stats, &names);

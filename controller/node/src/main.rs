@@ -8,6 +8,7 @@ use aya::programs::XdpMode;
 use clap::Parser as _;
 use lb_config::node::{AttachMode, Gateway as GatewaySetting};
 use lb_controller::{
+    api::{self, Node, Sizes, Vips, Writer},
     daemon::{self, GatewayFeed, LoopOptions},
     gateway::{self, Gateway, format_mac},
     metrics, preflight,
@@ -124,7 +125,42 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         max_backends: options.max_backends as usize,
     };
     let reconciler = Reconciler::new(settings.keys.clone(), limits, dp.programmer());
-    let (status_tx, _status) = watch::channel(NodeStatus::new(dp.programmer().usage()));
+    let (status_tx, status) = watch::channel(NodeStatus::new(dp.programmer().usage()));
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api_task = match settings.api {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("the API's address {addr}"))?;
+            let vips = Vips {
+                writer: Writer {
+                    store: store.clone(),
+                    keys: settings.keys.clone(),
+                    sizes: Sizes {
+                        max_vips: limits.max_vips,
+                        max_backends: limits.max_backends,
+                        ring_size: options.ring_size,
+                    },
+                },
+                status: status.clone(),
+            };
+            let node = Node {
+                name: settings.node_name.clone(),
+                status,
+                observer: std::sync::Arc::new(std::sync::Mutex::new(
+                    dp.programmer()
+                        .observer()
+                        .context("opening the maps for the API")?,
+                )),
+                backend_series: settings.backend_series,
+            };
+            info!(%addr, "serving the API");
+            Some(tokio::spawn(api::serve(listener, vips, node, async {
+                let _ = api_stopped.await;
+            })))
+        }
+        None => None,
+    };
     let loop_options = LoopOptions {
         stats_interval: settings.stats_interval,
         backend_series: settings.backend_series,
@@ -141,6 +177,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         stop_signal(),
     )
     .await?;
+    let _ = api_stop.send(());
+    if let Some(task) = api_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!("the API stopped: {e}"),
+            Err(e) => tracing::error!("the API task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     info!(interface, "stopping: the balancer is detached");
     Ok(())
 }

@@ -64,6 +64,10 @@ pub struct Args {
     /// Prometheus endpoint, or `none` [default: 127.0.0.1:9610]
     #[arg(long, env = "LB_METRICS")]
     pub metrics: Option<String>,
+    /// gRPC API (lb.v1) listen address, or `none`; loopback only
+    /// [default: 127.0.0.1:9620]
+    #[arg(long, env = "LB_API")]
+    pub api: Option<String>,
     /// Key prefix the VIPs live under (`<prefix>/lb/v1/vips/`) [default: empty]
     #[arg(long, env = "LB_KEY_PREFIX")]
     pub key_prefix: Option<String>,
@@ -83,6 +87,7 @@ struct File {
     store: Option<PathBuf>,
     node_name: Option<String>,
     metrics: Option<String>,
+    api: Option<String>,
     key_prefix: Option<String>,
     backend_series: Option<usize>,
     stats_interval: Option<f64>,
@@ -97,6 +102,7 @@ pub struct Settings {
     pub store: PathBuf,
     pub node_name: String,
     pub metrics: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
     pub keys: Keys,
     pub backend_series: usize,
     pub stats_interval: Duration,
@@ -137,6 +143,21 @@ impl Settings {
                 format!("metrics: {addr:?} is not an address:port (or `none`)")
             })?),
         };
+        let api = match args
+            .api
+            .or(file.api)
+            .unwrap_or_else(|| crate::api::DEFAULT_LISTEN.to_owned())
+            .as_str()
+        {
+            "none" => None,
+            addr => {
+                let addr: SocketAddr = addr
+                    .parse()
+                    .with_context(|| format!("api: {addr:?} is not an address:port (or `none`)"))?;
+                crate::api::check_listen(addr).map_err(|e| anyhow::anyhow!("api: {e}"))?;
+                Some(addr)
+            }
+        };
         let prefix = args.key_prefix.or(file.key_prefix).unwrap_or_default();
         let Some(keys) = Keys::new(&prefix) else {
             bail!("key prefix {prefix:?} must be empty or start with `/`");
@@ -157,6 +178,7 @@ impl Settings {
                 None => host_name()?,
             },
             metrics,
+            api,
             keys,
             backend_series: args
                 .backend_series

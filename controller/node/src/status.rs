@@ -1,11 +1,11 @@
 //! Last stage: what this node has done with the store's VIPs, as one
-//! value (served by the API later, logged and exported now), and the log
-//! lines that report each change of it once.
+//! value (served by the API, logged and exported), and the log lines that
+//! report each change of it once.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use lb_config::{ConfigError, Rejection};
-use lb_dataplane::Usage;
+use lb_dataplane::{Applied, Usage};
 use lb_reconcile::{Desired, Refusal};
 use lb_store::Revision;
 
@@ -102,6 +102,10 @@ pub struct NodeStatus {
     pub usage: Usage,
     /// The last store or dataplane failure, while it lasts.
     pub error: Option<String>,
+    /// The last reconcile's decision: what the store asks of this node.
+    pub desired: Arc<Desired>,
+    /// What the controller has programmed, as its book says.
+    pub applied: Applied,
 }
 
 impl NodeStatus {
@@ -114,11 +118,14 @@ impl NodeStatus {
             problems: BTreeMap::new(),
             usage,
             error: None,
+            desired: Arc::default(),
+            applied: Applied::default(),
         }
     }
 
     /// Takes a reconcile decision's VIPs and problems.
-    pub fn decided(&mut self, desired: &Desired) {
+    pub fn decided(&mut self, desired: &Arc<Desired>) {
+        self.desired = Arc::clone(desired);
         self.programmed_vips = desired.vips.len();
         self.problems = desired
             .vips

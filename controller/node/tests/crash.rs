@@ -60,6 +60,8 @@ fn write(k: u32) -> Vip {
                 state: BackendState::Active,
             })
             .collect(),
+        owner: String::new(),
+        health_check: false,
     }
 }
 

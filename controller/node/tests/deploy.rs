@@ -75,5 +75,5 @@ fn vip_examples_decode() {
         assert!(!vip.backends.is_empty());
         seen += 1;
     }
-    assert_eq!(seen, 2);
+    assert_eq!(seen, 3, "web.yaml, dns.json and demo.yaml");
 }

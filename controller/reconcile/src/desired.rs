@@ -155,6 +155,8 @@ mod tests {
                     state: BackendState::Active,
                 })
                 .collect(),
+            owner: String::new(),
+            health_check: false,
         }
     }
 

@@ -122,6 +122,8 @@ mod tests {
                     state: BackendState::Active,
                 })
                 .collect(),
+            owner: String::new(),
+            health_check: false,
         }
     }
 

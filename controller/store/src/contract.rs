@@ -265,6 +265,36 @@ pub async fn transactions_have_etcds_limits<S: Store>(store: &S) {
             .unwrap()
             .succeeded
     );
+    // Compares and writes are bounded each on its own, as etcd bounds them.
+    let at_zero = |n: usize| {
+        (0..n)
+            .map(|i| Compare {
+                key: format!("/c/{i}"),
+                mod_revision: 0,
+            })
+            .collect::<Vec<_>>()
+    };
+    let full = Txn {
+        compares: at_zero(MAX_TXN_OPS),
+        ops: (0..MAX_TXN_OPS)
+            .map(|i| put(&format!("/c/{i}"), "v"))
+            .collect(),
+    };
+    assert!(store.txn(full).await.unwrap().succeeded);
+    let err = store
+        .txn(Txn {
+            compares: at_zero(MAX_TXN_OPS + 1),
+            ops: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::TooManyOps {
+            ops: MAX_TXN_OPS + 1,
+            limit: MAX_TXN_OPS
+        }
+    );
     let err = store
         .txn(Txn {
             compares: vec![],

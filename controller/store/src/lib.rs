@@ -30,8 +30,9 @@ pub use error::StoreError;
 /// `mod_revision` 0, as in etcd).
 pub type Revision = u64;
 
-/// Most operations (compares, puts and deletes) in one transaction:
-/// etcd's `--max-txn-ops` default.
+/// Most compares, and most writes (puts and deletes), in one transaction:
+/// etcd's `--max-txn-ops` default, which bounds each list of a
+/// transaction on its own.
 pub const MAX_TXN_OPS: usize = 128;
 /// Most bytes of keys and values in one transaction: etcd's
 /// `--max-request-bytes` default, 1.5 MiB.
@@ -127,7 +128,8 @@ impl Txn {
                 return Err(StoreError::DuplicateKey { key: key.clone() });
             }
         }
-        let ops = self.compares.len() + self.ops.len();
+        // As etcd counts: compares and writes each up to the limit.
+        let ops = self.compares.len().max(self.ops.len());
         if ops > MAX_TXN_OPS {
             return Err(StoreError::TooManyOps {
                 ops,

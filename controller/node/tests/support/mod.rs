@@ -35,6 +35,8 @@ pub fn vip(name: &str, address: &str, backends: &[&str]) -> Vip {
                 state: BackendState::Active,
             })
             .collect(),
+        owner: String::new(),
+        health_check: false,
     }
 }
 
