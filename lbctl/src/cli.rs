@@ -39,9 +39,23 @@ pub struct Connection {
     /// Seconds to wait for a call's answer [default: 30]
     #[arg(long, env = "LBCTL_REQUEST_TIMEOUT", global = true)]
     pub request_timeout: Option<f64>,
-    /// lbctl's config file (YAML: `endpoint`, `requestTimeout`).
+    /// lbctl's config file (YAML: `endpoint`, `requestTimeout`, `tlsCa`,
+    /// `tlsCert`, `tlsKey`, `tlsServerName`).
     #[arg(long, env = "LBCTL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// CA that signed the controller's certificate (PEM): TLS.
+    #[arg(long, env = "LBCTL_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for a controller that asks for one.
+    #[arg(long, env = "LBCTL_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "LBCTL_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// The name the controller's certificate is checked against
+    /// [default: the endpoint's host].
+    #[arg(long, env = "LBCTL_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use lb_proto::v1::{node_service_client::NodeServiceClient, vip_service_client::VipServiceClient};
 use serde::Deserialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::{
     cli::Connection,
@@ -23,6 +23,10 @@ const MAX_ANSWER_BYTES: usize = 16 << 20;
 struct File {
     endpoint: Option<String>,
     request_timeout: Option<f64>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_server_name: Option<String>,
 }
 
 /// The clients of both services on one channel.
@@ -65,13 +69,27 @@ pub async fn connect(c: &Connection) -> Result<Clients> {
             "request timeout {timeout} s is not above 0 and at most 3600"
         )));
     }
+    let tls = tls_config(
+        c.tls_ca.clone().or(file.tls_ca),
+        c.tls_cert.clone().or(file.tls_cert),
+        c.tls_key.clone().or(file.tls_key),
+        c.tls_server_name.clone().or(file.tls_server_name),
+    )?;
     let with_scheme = if endpoint.contains("://") {
         endpoint.clone()
+    } else if tls.is_some() {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     };
-    let channel = Endpoint::from_shared(with_scheme)
-        .map_err(|e| Failure::input(format!("endpoint {endpoint:?}: {e}")))?
+    let mut channel = Endpoint::from_shared(with_scheme)
+        .map_err(|e| Failure::input(format!("endpoint {endpoint:?}: {e}")))?;
+    if let Some(tls) = tls {
+        channel = channel
+            .tls_config(tls)
+            .map_err(|e| Failure::input(format!("TLS settings: {e}")))?;
+    }
+    let channel = channel
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs_f64(timeout))
         .connect()
@@ -90,6 +108,39 @@ pub async fn connect(c: &Connection) -> Result<Clients> {
         vips: VipServiceClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER_BYTES),
         node: NodeServiceClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES),
     })
+}
+
+/// The TLS settings, when any is given.
+fn tls_config(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    server_name: Option<String>,
+) -> Result<Option<ClientTlsConfig>> {
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| Failure::input(format!("{}: {e}", p.display())));
+    let mut tls = ClientTlsConfig::new();
+    // The controller's CA is the operator's own, never the web's.
+    let Some(ca) = &ca else {
+        return Err(Failure::input(
+            "TLS needs --tls-ca, the CA that signed the controller's certificate",
+        ));
+    };
+    tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(read(&cert)?, read(&key)?))
+        }
+        (None, None) => {}
+        _ => return Err(Failure::input("--tls-cert and --tls-key go together")),
+    }
+    if let Some(name) = server_name {
+        tls = tls.domain_name(name);
+    }
+    Ok(Some(tls))
 }
 
 /// The innermost cause, where the transport hides it.

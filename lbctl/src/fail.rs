@@ -36,9 +36,11 @@ impl Failure {
     /// field on a line of its own, and the reason a script can match.
     pub fn status(what: &str, status: &tonic::Status) -> Self {
         let code = match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal => {
-                UNREACHABLE
-            }
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled => UNREACHABLE,
             _ => REFUSED,
         };
         let details = status.get_error_details();
@@ -59,6 +61,12 @@ impl Failure {
         if status.code() == Code::Unavailable && details.error_info().is_none() {
             message.push_str(
                 "\n  is lb-controller running, and is --endpoint (LBCTL_ENDPOINT) its API address?",
+            );
+        }
+        if status.code() == Code::Cancelled {
+            message.push_str(
+                "\n  the controller closed the connection: over mutual TLS it asks for a client \
+                 certificate (--tls-cert and --tls-key) signed by the CA it trusts",
             );
         }
         Self::new(code, message)

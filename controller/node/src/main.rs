@@ -8,7 +8,7 @@ use aya::programs::XdpMode;
 use clap::Parser as _;
 use lb_config::node::{AttachMode, Gateway as GatewaySetting};
 use lb_controller::{
-    api::{self, Node, Sizes, Vips, Writer},
+    api::{self, Access, Node, Sizes, Vips, Writer},
     daemon::{self, GatewayFeed, LoopOptions},
     gateway::{self, Gateway, format_mac},
     metrics, preflight,
@@ -132,6 +132,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("the API's address {addr}"))?;
+            let (tls, access) = api_tls(settings.api_tls.as_ref())?;
             let vips = Vips {
                 writer: Writer {
                     store: store.clone(),
@@ -143,6 +144,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
                     },
                 },
                 status: status.clone(),
+                access: access.clone(),
             };
             let node = Node {
                 name: settings.node_name.clone(),
@@ -153,9 +155,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
                         .context("opening the maps for the API")?,
                 )),
                 backend_series: settings.backend_series,
+                access,
+                watches: std::sync::Arc::new(tokio::sync::Semaphore::new(api::MAX_WATCHES)),
             };
-            info!(%addr, "serving the API");
-            Some(tokio::spawn(api::serve(listener, vips, node, async {
+            info!(%addr, tls = tls.is_some(), "serving the API");
+            Some(tokio::spawn(api::serve(listener, tls, vips, node, async {
                 let _ = api_stopped.await;
             })))
         }
@@ -187,6 +191,28 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     info!(interface, "stopping: the balancer is detached");
     Ok(())
+}
+
+/// The API's TLS config and who may call it, from the settings' files.
+fn api_tls(
+    tls: Option<&lb_controller::settings::ApiTls>,
+) -> anyhow::Result<(Option<tonic::transport::ServerTlsConfig>, Access)> {
+    let Some(tls) = tls else {
+        return Ok((None, Access::Open));
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("the API's TLS: reading {}", p.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    let access = match &tls.client_ca {
+        Some(ca) => {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+            Access::Certificates(tls.roles.clone())
+        }
+        None => Access::Open,
+    };
+    Ok((Some(config), access))
 }
 
 async fn stop_signal() {

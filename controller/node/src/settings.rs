@@ -68,6 +68,17 @@ pub struct Args {
     /// [default: 127.0.0.1:9620]
     #[arg(long, env = "LB_API")]
     pub api: Option<String>,
+    /// The API's TLS certificate chain (PEM); with --api-tls-key, the API
+    /// is served over TLS only.
+    #[arg(long, env = "LB_API_TLS_CERT", requires = "api_tls_key")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The API's TLS private key (PEM).
+    #[arg(long, env = "LB_API_TLS_KEY", requires = "api_tls_cert")]
+    pub api_tls_key: Option<PathBuf>,
+    /// CA of client certificates (PEM): mutual TLS, each client's role by
+    /// its identity (apiTls.readOnly, apiTls.readWrite in --config).
+    #[arg(long, env = "LB_API_CLIENT_CA")]
+    pub api_client_ca: Option<PathBuf>,
     /// Key prefix the VIPs live under (`<prefix>/lb/v1/vips/`) [default: empty]
     #[arg(long, env = "LB_KEY_PREFIX")]
     pub key_prefix: Option<String>,
@@ -88,10 +99,34 @@ struct File {
     node_name: Option<String>,
     metrics: Option<String>,
     api: Option<String>,
+    api_tls: Option<ApiTlsFile>,
     key_prefix: Option<String>,
     backend_series: Option<usize>,
     stats_interval: Option<f64>,
     node: Option<serde_json::Value>,
+}
+
+/// `apiTls` of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ApiTlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    read_only: Vec<String>,
+    #[serde(default)]
+    read_write: Vec<String>,
+}
+
+/// The API's TLS: its identity, and with a client CA the roles of the
+/// client identities it verifies.
+#[derive(Debug, Clone)]
+pub struct ApiTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub roles: crate::api::Roles,
 }
 
 /// Everything the controller runs with.
@@ -103,6 +138,7 @@ pub struct Settings {
     pub node_name: String,
     pub metrics: Option<SocketAddr>,
     pub api: Option<SocketAddr>,
+    pub api_tls: Option<ApiTls>,
     pub keys: Keys,
     pub backend_series: usize,
     pub stats_interval: Duration,
@@ -143,6 +179,24 @@ impl Settings {
                 format!("metrics: {addr:?} is not an address:port (or `none`)")
             })?),
         };
+        let tls_file = file.api_tls.unwrap_or_default();
+        let api_tls = match (
+            args.api_tls_cert.or(tls_file.cert),
+            args.api_tls_key.or(tls_file.key),
+        ) {
+            (Some(cert), Some(key)) => Some(ApiTls {
+                cert,
+                key,
+                client_ca: args.api_client_ca.or(tls_file.client_ca),
+                roles: crate::api::Roles {
+                    read_only: tls_file.read_only.into_iter().collect(),
+                    read_write: tls_file.read_write.into_iter().collect(),
+                },
+            }),
+            (None, None) => None,
+            _ => bail!("api TLS needs both a certificate and a key (apiTls.cert and apiTls.key)"),
+        };
+        let mutual = api_tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         let api = match args
             .api
             .or(file.api)
@@ -154,7 +208,7 @@ impl Settings {
                 let addr: SocketAddr = addr
                     .parse()
                     .with_context(|| format!("api: {addr:?} is not an address:port (or `none`)"))?;
-                crate::api::check_listen(addr).map_err(|e| anyhow::anyhow!("api: {e}"))?;
+                crate::api::check_listen(addr, mutual).map_err(|e| anyhow::anyhow!("api: {e}"))?;
                 Some(addr)
             }
         };
@@ -179,6 +233,7 @@ impl Settings {
             },
             metrics,
             api,
+            api_tls,
             keys,
             backend_series: args
                 .backend_series

@@ -77,3 +77,41 @@ fn vip_examples_decode() {
     }
     assert_eq!(seen, 3, "web.yaml, dns.json and demo.yaml");
 }
+
+#[test]
+fn the_api_serves_other_hosts_only_over_mutual_tls() {
+    let resolve = |extra: &[&str]| {
+        let mut args = vec!["lb-controller", "--interface", "eth0", "--node-name", "n"];
+        args.extend(extra);
+        Settings::resolve(Args::try_parse_from(args).unwrap())
+    };
+    let default = resolve(&[]).unwrap();
+    assert_eq!(default.api, Some("127.0.0.1:9620".parse().unwrap()));
+    assert!(default.api_tls.is_none());
+    assert_eq!(resolve(&["--api", "none"]).unwrap().api, None);
+    let err = resolve(&["--api", "0.0.0.0:9620"]).unwrap_err().to_string();
+    assert!(
+        err.contains("not a loopback address") && err.contains("clientCa"),
+        "{err}"
+    );
+    let tls = ["--api-tls-cert", "/c.pem", "--api-tls-key", "/k.pem"];
+    let err = resolve(&[&["--api", "0.0.0.0:9620"][..], &tls].concat())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a loopback address"),
+        "TLS without client CA: {err}"
+    );
+    let mutual = resolve(
+        &[
+            &["--api", "0.0.0.0:9620", "--api-client-ca", "/ca.pem"][..],
+            &tls,
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(
+        mutual.api_tls.unwrap().client_ca.unwrap(),
+        Path::new("/ca.pem")
+    );
+}

@@ -14,7 +14,7 @@ use std::{
 
 use lb_config::Keys;
 use lb_controller::{
-    api::{self, Node, Sizes, Vips, Writer},
+    api::{self, Access, Node, Sizes, Vips, Writer},
     daemon::{self, LoopOptions},
     reconciler::Reconciler,
     status::NodeStatus,
@@ -148,6 +148,16 @@ pub fn small_options() -> LoadOptions {
 /// Runs `test` against a fresh controller, which is stopped (and its
 /// temporary directory removed) afterwards, also when the test fails.
 pub fn with_controller<T>(test: impl FnOnce(&Controller) -> T) -> T {
+    with_secured_controller(None, Access::Open, test)
+}
+
+/// [`with_controller`], its API served with `tls` and `access`.
+pub fn with_secured_controller<T>(
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    access: Access,
+    test: impl FnOnce(&Controller) -> T,
+) -> T {
+    let secured = tls.is_some();
     let dir = TempDir::new().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
     let options = small_options();
@@ -184,12 +194,15 @@ pub fn with_controller<T>(test: impl FnOnce(&Controller) -> T) -> T {
             },
         },
         status: status.clone(),
+        access: access.clone(),
     };
     let node = Node {
         name: "test-node".into(),
         status: status.clone(),
         observer: Arc::new(Mutex::new(observer)),
         backend_series: 1024,
+        access,
+        watches: Arc::new(tokio::sync::Semaphore::new(api::MAX_WATCHES)),
     };
     std::thread::scope(|s| {
         let controller = s.spawn(move || {
@@ -201,7 +214,7 @@ pub fn with_controller<T>(test: impl FnOnce(&Controller) -> T) -> T {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-                let server = tokio::spawn(api::serve(listener, vips, node, async {
+                let server = tokio::spawn(api::serve(listener, tls, vips, node, async {
                     let _ = api_stopped.await;
                 }));
                 let options = LoopOptions {
@@ -226,7 +239,7 @@ pub fn with_controller<T>(test: impl FnOnce(&Controller) -> T) -> T {
             });
         });
         let controller_view = Controller {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{}://{addr}", if secured { "https" } else { "http" }),
             dir: dir.path().to_owned(),
             runner: &runner,
             observer: test_observer,

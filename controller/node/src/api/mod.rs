@@ -7,8 +7,12 @@
 //!   validating writer.
 //! - [`node`], [`views`], [`explain`]: `NodeService`, read from the status
 //!   channel and the maps.
+//! - [`access`]: roles by client-certificate identity.
+//! - [`calls`]: a log line and metrics per call.
 //! - [`error`]: failures in the richer error model.
 
+pub mod access;
+pub mod calls;
 pub mod error;
 pub mod explain;
 pub mod node;
@@ -25,6 +29,7 @@ use lb_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use access::{Access, Role, Roles};
 pub use node::Node;
 pub use vips::Vips;
 pub use write::{Sizes, Writer};
@@ -39,23 +44,28 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Most calls in flight on one connection (HTTP/2 streams).
 pub const MAX_CONCURRENT_STREAMS: u32 = 64;
+/// Most `WatchStatus` and `WatchStats` streams open at once, over all
+/// clients: each holds a task and reads the maps.
+pub const MAX_WATCHES: usize = 32;
 
-/// Whether `listen` may be served without TLS: only loopback, where no
-/// other host reaches it.
-pub fn check_listen(listen: SocketAddr) -> Result<(), String> {
-    if listen.ip().is_loopback() {
+/// Whether `listen` may be served as configured: other hosts only over
+/// TLS with client certificates, so that every caller has an identity.
+pub fn check_listen(listen: SocketAddr, mutual_tls: bool) -> Result<(), String> {
+    if listen.ip().is_loopback() || mutual_tls {
         Ok(())
     } else {
         Err(format!(
             "{listen} is not a loopback address: the API serves other hosts only over TLS \
-             with client certificates"
+             with client certificates (api.tls.cert, key and clientCa)"
         ))
     }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
+/// With `tls`, over TLS only (and mutual TLS when it has a client CA).
 pub async fn serve<S: Store + Clone + 'static>(
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     vips: Vips<S>,
     node: Node,
     shutdown: impl Future<Output = ()>,
@@ -68,9 +78,14 @@ pub async fn serve<S: Store + Clone + 'static>(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the descriptor sets are built with the crate");
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .layer(calls::CallsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(VipServiceServer::new(vips).max_decoding_message_size(MAX_REQUEST_BYTES))

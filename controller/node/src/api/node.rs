@@ -12,11 +12,12 @@ use lb_proto::v1::{
     self as pb, ErrorReason, ExplainFlowRequest, FlowExplanation, GetStatsRequest,
     GetStatusRequest, WatchStatsRequest, WatchStatusRequest, node_service_server::NodeService,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::{
+    access::Access,
     error::{ApiError, ApiResult},
     explain::{self, Flow},
     views::{self, Actual},
@@ -35,6 +36,9 @@ pub struct Node {
     pub observer: Arc<Mutex<Observer>>,
     /// Backend addresses whose counters a snapshot reads.
     pub backend_series: usize,
+    pub access: Access,
+    /// Permits of the open watch streams ([`super::MAX_WATCHES`]).
+    pub watches: Arc<Semaphore>,
 }
 
 pub fn unreadable(reason: &str) -> ApiError {
@@ -46,6 +50,21 @@ pub fn unreadable(reason: &str) -> ApiError {
 }
 
 impl Node {
+    /// A permit for one more watch stream, or RESOURCE_EXHAUSTED.
+    fn watch_permit(&self) -> ApiResult<OwnedSemaphorePermit> {
+        Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                Code::ResourceExhausted,
+                ErrorReason::RequestLimit,
+                format!(
+                    "{} watch streams are open on this node, the most it serves: close one, \
+                     or poll instead",
+                    super::MAX_WATCHES
+                ),
+            )
+        })
+    }
+
     /// `read` over the maps read back, on a blocking thread; read again
     /// when the controller programmed meanwhile, so that the answer is of
     /// one applied state.
@@ -153,8 +172,9 @@ fn interval(ms: u32, default: u64, least: u64) -> Duration {
 impl NodeService for Node {
     async fn get_status(
         &self,
-        _: Request<GetStatusRequest>,
+        request: Request<GetStatusRequest>,
     ) -> Result<Response<pb::NodeStatus>, Status> {
+        self.access.role(&request)?;
         Ok(Response::new(self.status_now().await))
     }
 
@@ -164,10 +184,13 @@ impl NodeService for Node {
         &self,
         request: Request<WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        self.access.role(&request)?;
+        let permit = self.watch_permit()?;
         let every = interval(request.into_inner().read_back_interval_ms, 5000, 200);
         let (tx, rx) = mpsc::channel(4);
         let node = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut changes = node.status.clone();
             let mut last: Option<pb::NodeStatus> = None;
             loop {
@@ -188,7 +211,11 @@ impl NodeService for Node {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn get_stats(&self, _: Request<GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
+    async fn get_stats(
+        &self,
+        request: Request<GetStatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
+        self.access.role(&request)?;
         Ok(Response::new(self.stats_now().await?))
     }
 
@@ -198,10 +225,13 @@ impl NodeService for Node {
         &self,
         request: Request<WatchStatsRequest>,
     ) -> Result<Response<Self::WatchStatsStream>, Status> {
+        self.access.role(&request)?;
+        let permit = self.watch_permit()?;
         let every = interval(request.into_inner().interval_ms, 1000, 100);
         let (tx, rx) = mpsc::channel(4);
         let node = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -223,6 +253,7 @@ impl NodeService for Node {
         &self,
         request: Request<ExplainFlowRequest>,
     ) -> Result<Response<FlowExplanation>, Status> {
+        self.access.role(&request)?;
         let flow = Flow::from_request(&request.into_inner())?;
         let (answer, _) = self
             .read_back(move |maps, status| {

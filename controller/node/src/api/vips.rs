@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 
 use super::{
+    access::Access,
     error::{ApiError, ApiResult},
     page, transact,
     write::{Writer, Written, check_name, parse_etag, written},
@@ -25,11 +26,22 @@ use crate::status::NodeStatus;
 pub struct Vips<S> {
     pub writer: Writer<S>,
     pub status: watch::Receiver<NodeStatus>,
+    pub access: Access,
 }
 
 impl<S> Vips<S> {
     fn desired(&self) -> Arc<Desired> {
         Arc::clone(&self.status.borrow().desired)
+    }
+
+    /// A change needs the read-write role; checking one without writing
+    /// (`validate_only`) needs either.
+    fn may_write<T>(&self, request: &Request<T>, validate_only: bool) -> ApiResult<()> {
+        if validate_only {
+            self.access.role(request).map(drop)
+        } else {
+            self.access.writer(request)
+        }
     }
 }
 
@@ -39,6 +51,7 @@ impl<S: Store + Clone + 'static> VipService for Vips<S> {
         &self,
         request: Request<CreateVipRequest>,
     ) -> Result<Response<VipResource>, Status> {
+        self.may_write(&request, request.get_ref().validate_only)?;
         let r = request.into_inner();
         Ok(Response::new(self.create(r.vip, r.validate_only).await?))
     }
@@ -47,6 +60,7 @@ impl<S: Store + Clone + 'static> VipService for Vips<S> {
         &self,
         request: Request<GetVipRequest>,
     ) -> Result<Response<VipResource>, Status> {
+        self.access.role(&request)?;
         let name = request.into_inner().name;
         Ok(Response::new(self.writer.get(&name).await?.resource))
     }
@@ -55,6 +69,7 @@ impl<S: Store + Clone + 'static> VipService for Vips<S> {
         &self,
         request: Request<ListVipsRequest>,
     ) -> Result<Response<ListVipsResponse>, Status> {
+        self.access.role(&request)?;
         Ok(Response::new(
             page::list(&self.writer, request.into_inner()).await?,
         ))
@@ -64,6 +79,7 @@ impl<S: Store + Clone + 'static> VipService for Vips<S> {
         &self,
         request: Request<UpdateVipRequest>,
     ) -> Result<Response<VipResource>, Status> {
+        self.may_write(&request, request.get_ref().validate_only)?;
         let r = request.into_inner();
         Ok(Response::new(
             self.update(r.vip, &r.etag, r.validate_only).await?,
@@ -74,6 +90,7 @@ impl<S: Store + Clone + 'static> VipService for Vips<S> {
         &self,
         request: Request<DeleteVipRequest>,
     ) -> Result<Response<DeleteVipResponse>, Status> {
+        self.may_write(&request, request.get_ref().validate_only)?;
         let r = request.into_inner();
         Ok(Response::new(
             self.delete(&r.name, &r.etag, r.validate_only).await?,
@@ -84,6 +101,7 @@ impl<S: Store + Clone + 'static> VipService for Vips<S> {
         &self,
         request: Request<AddBackendRequest>,
     ) -> Result<Response<VipResource>, Status> {
+        self.may_write(&request, request.get_ref().validate_only)?;
         let r = request.into_inner();
         let Some(backend) = r.backend else {
             return Err(ApiError::field("backend", "is required").into());
@@ -114,6 +132,7 @@ impl<S: Store + Clone + 'static> VipService for Vips<S> {
         &self,
         request: Request<RemoveBackendRequest>,
     ) -> Result<Response<VipResource>, Status> {
+        self.may_write(&request, request.get_ref().validate_only)?;
         let r = request.into_inner();
         let desired = self.desired();
         let resource = self
@@ -131,6 +150,7 @@ impl<S: Store + Clone + 'static> VipService for Vips<S> {
         &self,
         request: Request<UpdateBackendRequest>,
     ) -> Result<Response<VipResource>, Status> {
+        self.may_write(&request, request.get_ref().validate_only)?;
         let r = request.into_inner();
         if r.weight.is_none() && r.state == 0 {
             return Err(ApiError::field(
@@ -161,6 +181,7 @@ impl<S: Store + Clone + 'static> VipService for Vips<S> {
         &self,
         request: Request<TransactRequest>,
     ) -> Result<Response<TransactResponse>, Status> {
+        self.may_write(&request, request.get_ref().validate_only)?;
         let desired = self.desired();
         Ok(Response::new(
             transact::transact(&self.writer, &desired, request.into_inner()).await?,
