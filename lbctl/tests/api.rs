@@ -436,7 +436,7 @@ fn stats_count_what_the_program_sent() {
 }
 
 #[test]
-fn the_server_answers_health_checks_and_refuses_oversized_requests() {
+fn the_server_answers_health_checks_and_reflection_and_refuses_oversized_requests() {
     with_controller(|c| {
         runtime().block_on(async {
             let channel = tonic::transport::Channel::from_shared(c.endpoint.clone())
@@ -455,6 +455,36 @@ fn the_server_answers_health_checks_and_refuses_oversized_requests() {
                     .into_inner();
                 assert_eq!(answer.status, 1, "{service}: SERVING");
             }
+            use tonic_reflection::pb::v1::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
+            let ask = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut answers = ServerReflectionClient::new(channel.clone())
+                .server_reflection_info(tokio_stream::iter([ask]))
+                .await
+                .unwrap()
+                .into_inner();
+            let Some(MessageResponse::ListServicesResponse(list)) =
+                answers.message().await.unwrap().unwrap().message_response
+            else {
+                panic!("a list of services");
+            };
+            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+            names.sort();
+            assert_eq!(
+                names,
+                [
+                    "grpc.health.v1.Health",
+                    "grpc.reflection.v1.ServerReflection",
+                    "lb.v1.NodeService",
+                    "lb.v1.VipService"
+                ]
+            );
             let mut vips = pb::vip_service_client::VipServiceClient::new(channel)
                 .max_encoding_message_size(64 << 20);
             let mut huge = vip("huge", 1, &[]);

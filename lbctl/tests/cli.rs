@@ -346,3 +346,64 @@ fn completion_and_help() {
         );
     });
 }
+
+#[test]
+fn the_endpoint_comes_from_flags_then_the_environment_then_the_config_file() {
+    with_controller(|c| {
+        let config = c.write_file(
+            ".config/lbctl/config.yaml",
+            &format!("endpoint: {}\nrequestTimeout: 5\n", c.endpoint),
+        );
+        let run = |env_endpoint: Option<&str>, args: &[&str]| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lbctl"));
+            cmd.args(args)
+                .env("HOME", &c.dir)
+                .env_remove("LBCTL_CONFIG");
+            match env_endpoint {
+                Some(e) => cmd.env("LBCTL_ENDPOINT", e),
+                None => cmd.env_remove("LBCTL_ENDPOINT"),
+            };
+            cmd.output().unwrap()
+        };
+        // The file in $HOME alone reaches the controller.
+        assert!(run(None, &["status"]).status.success());
+        // The environment wins over the file, the flag over both.
+        let dead = "http://127.0.0.1:1";
+        assert_eq!(run(Some(dead), &["status"]).status.code(), Some(4));
+        assert!(
+            run(Some(dead), &["--endpoint", &c.endpoint, "status"])
+                .status
+                .success()
+        );
+        // A bad key in the file is named with its position.
+        std::fs::write(&config, "endpont: x\n").unwrap();
+        let (code, err) = failed(&run(None, &["status"]));
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("config.yaml:1:") && err.contains("endpont"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn stats_watch_prints_a_snapshot_each_interval() {
+    with_controller(|c| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lbctl"))
+            .args(["stats", "--watch", "--interval", "0.2", "-o", "json"])
+            .env("HOME", &c.dir)
+            .env("LBCTL_ENDPOINT", &c.endpoint)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        for _ in 0..3 {
+            let line = lines.next().unwrap().unwrap();
+            let stats: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert!(stats["verdicts"].is_object(), "{line}");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    });
+}
