@@ -220,3 +220,104 @@ async fn refuses_to_start_naming_what_is_missing() {
         "never overwritten"
     );
 }
+
+/// `call` against the controller's API, from inside its namespace (it
+/// listens on that namespace's loopback).
+fn in_lab<T: Send>(
+    lab: &Lab,
+    call: impl AsyncFnOnce(
+        lb_proto::v1::vip_service_client::VipServiceClient<tonic::transport::Channel>,
+        lb_proto::v1::node_service_client::NodeServiceClient<tonic::transport::Channel>,
+    ) -> T
+    + Send,
+) -> T {
+    lab.lb
+        .run(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                let channel = loop {
+                    match tonic::transport::Channel::from_static("http://127.0.0.1:9620")
+                        .connect()
+                        .await
+                    {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            assert!(std::time::Instant::now() < deadline, "no API: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                };
+                call(
+                    lb_proto::v1::vip_service_client::VipServiceClient::new(channel.clone()),
+                    lb_proto::v1::node_service_client::NodeServiceClient::new(channel),
+                )
+                .await
+            })
+        })
+        .unwrap()
+}
+
+#[test]
+fn its_api_writes_the_store_and_logs_and_counts_each_call() {
+    use lb_proto::v1 as pb;
+    let lab = Lab::new();
+    let controller = lab.start();
+    let web = vip("web", "192.0.2.10", &["10.1.0.5", "10.1.0.6"]).to_proto();
+    let (refused, status) = in_lab(&lab, async |mut vips, mut node| {
+        let created = vips
+            .create_vip(pb::CreateVipRequest {
+                vip: Some(web.clone()),
+                validate_only: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let refused = vips
+            .create_vip(pb::CreateVipRequest {
+                vip: Some(web),
+                validate_only: false,
+            })
+            .await
+            .unwrap_err()
+            .code();
+        let mut watch = node
+            .watch_status(pb::WatchStatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        loop {
+            let s = watch.message().await.unwrap().unwrap();
+            if s.applied_revision >= created.store_revision && s.converged {
+                break (refused, s);
+            }
+        }
+    });
+    assert_eq!(refused, tonic::Code::AlreadyExists);
+    assert_eq!(status.vips.len(), 1, "{status:?}");
+    // The process's maps hold what the API wrote.
+    let backends = lab.backends_of("192.0.2.10".parse().unwrap());
+    assert_eq!(
+        backends.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+        ["10.1.0.5", "10.1.0.6"]
+    );
+    let metrics = lab.metrics().unwrap();
+    for (code, n) in [("Ok", 1.0), ("AlreadyExists", 1.0)] {
+        let series =
+            format!("lb_api_calls_total{{method=\"/lb.v1.VipService/CreateVip\",code=\"{code}\"}}");
+        assert_eq!(
+            support::value(&metrics, &series),
+            Some(n),
+            "{series}:\n{metrics}"
+        );
+    }
+    let log = controller.log();
+    assert!(
+        log.contains("api call") && log.contains("/lb.v1.VipService/CreateVip"),
+        "{log}"
+    );
+    assert!(controller.stop().success());
+}
