@@ -16,12 +16,8 @@ use tonic::Code;
 use super::{
     error::{ApiError, ApiResult},
     vips::exists,
-    write::{Writer, check_name, parse_etag},
+    write::{RETRY_FOR, Writer, again, check_name, parse_etag},
 };
-
-/// Listings of a transaction without etags before giving up when other
-/// writers keep winning its compares.
-const ATTEMPTS: usize = 8;
 
 /// One change, checked.
 struct Checked {
@@ -59,7 +55,8 @@ pub async fn transact<S: Store + Clone>(
         .collect();
     writer.fits(desired, &new, &leaving)?;
     let conditional = changes.iter().any(|c| c.etag.is_some());
-    for _ in 0..ATTEMPTS {
+    let started = std::time::Instant::now();
+    loop {
         let listing = writer.store.list(&writer.keys.vips(), None).await?;
         let current: HashMap<&str, &KeyValue> =
             listing.kvs.iter().map(|kv| (kv.key.as_str(), kv)).collect();
@@ -120,12 +117,18 @@ pub async fn transact<S: Store + Clone>(
                  existence); nothing was changed: read again and redo the changes",
             ));
         }
+        if !again(started).await {
+            return Err(ApiError::new(
+                Code::Aborted,
+                ErrorReason::EtagMismatch,
+                format!(
+                    "the VIPs kept changing under other writers for {} s; nothing was \
+                     changed, retry",
+                    RETRY_FOR.as_secs()
+                ),
+            ));
+        }
     }
-    Err(ApiError::new(
-        Code::Aborted,
-        ErrorReason::EtagMismatch,
-        format!("the VIPs kept changing under {ATTEMPTS} attempts; nothing was changed, retry"),
-    ))
 }
 
 /// Every change read as a controller reads it; every bad field named.

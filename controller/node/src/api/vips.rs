@@ -18,7 +18,7 @@ use super::{
     access::Access,
     error::{ApiError, ApiResult},
     page, transact,
-    write::{Writer, Written, check_name, parse_etag, written},
+    write::{Writer, Written, again, check_name, kept_changing, parse_etag, written},
 };
 use crate::status::NodeStatus;
 
@@ -227,6 +227,7 @@ impl<S: Store + Clone> Vips<S> {
         let wanted = parse_etag(etag, "etag")?;
         self.writer
             .fits(&self.desired(), std::slice::from_ref(&vip), &[])?;
+        let started = std::time::Instant::now();
         loop {
             let stored = self.writer.get(&vip.name).await?;
             if let Some(wanted) = wanted
@@ -253,7 +254,8 @@ impl<S: Store + Clone> Vips<S> {
                 }
                 // Another writer came first: without an etag the caller
                 // asked for this VIP whatever the version, so read again.
-                Written::Lost if wanted.is_none() => continue,
+                Written::Lost if wanted.is_none() && again(started).await => continue,
+                Written::Lost if wanted.is_none() => return Err(kept_changing(&vip.name)),
                 Written::Lost => {
                     let now = self.writer.get(&vip.name).await?.kv.mod_revision;
                     return Err(ApiError::stale_etag(&vip.name, etag, now));
@@ -270,6 +272,7 @@ impl<S: Store + Clone> Vips<S> {
     ) -> ApiResult<DeleteVipResponse> {
         check_name(name, "name")?;
         let wanted = parse_etag(etag, "etag")?;
+        let started = std::time::Instant::now();
         loop {
             let stored = self.writer.get(name).await?;
             if let Some(wanted) = wanted
@@ -283,7 +286,8 @@ impl<S: Store + Clone> Vips<S> {
                 .await?
             {
                 Written::Done(store_revision) => return Ok(DeleteVipResponse { store_revision }),
-                Written::Lost if wanted.is_none() => continue,
+                Written::Lost if wanted.is_none() && again(started).await => continue,
+                Written::Lost if wanted.is_none() => return Err(kept_changing(name)),
                 Written::Lost => {
                     let now = self.writer.get(name).await?.kv.mod_revision;
                     return Err(ApiError::stale_etag(name, etag, now));

@@ -21,9 +21,23 @@ pub struct Sizes {
     pub ring_size: u32,
 }
 
-/// Reads of a backend-level change without an etag, each followed by a
-/// compare that another writer may win, before giving up.
-const READ_MODIFY_WRITE_ATTEMPTS: usize = 16;
+/// How long a change without an etag keeps reading again after another
+/// writer won its compare. Bounded by time, not by attempts: with N
+/// writers at once, one of them may lose N - 1 times in a row.
+pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// After a lost compare: waits a moment (up to 8 ms, so that racing
+/// writers spread out) and says whether to read again.
+pub async fn again(started: std::time::Instant) -> bool {
+    if started.elapsed() > RETRY_FOR {
+        return false;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    tokio::time::sleep(std::time::Duration::from_micros(u64::from(nanos % 8000))).await;
+    true
+}
 
 /// A VIP's key as the store has it, and its value read as a resource.
 pub struct Stored {
@@ -145,7 +159,8 @@ impl<S: Store + Clone> Writer<S> {
         change: impl Fn(&mut pb::Vip) -> ApiResult<()>,
     ) -> ApiResult<VipResource> {
         let wanted = parse_etag(etag, "etag")?;
-        for _ in 0..READ_MODIFY_WRITE_ATTEMPTS {
+        let started = std::time::Instant::now();
+        loop {
             let stored = self.get(name).await?;
             if let Some(wanted) = wanted
                 && wanted != stored.kv.mod_revision
@@ -187,16 +202,10 @@ impl<S: Store + Clone> Writer<S> {
                     let now = self.get(name).await?.kv.mod_revision;
                     return Err(ApiError::stale_etag(name, etag, now));
                 }
-                Written::Lost => continue,
+                Written::Lost if again(started).await => continue,
+                Written::Lost => return Err(kept_changing(name)),
             }
         }
-        Err(ApiError::new(
-            Code::Aborted,
-            ErrorReason::EtagMismatch,
-            format!(
-                "VIP {name:?} kept changing under {READ_MODIFY_WRITE_ATTEMPTS} attempts; retry"
-            ),
-        ))
     }
 
     /// Whether `vips`, replacing the VIPs named in `leaving`, fit this
@@ -266,6 +275,18 @@ pub fn written(
         store_revision: revision,
         invalid: String::new(),
     }
+}
+
+/// Other writers kept winning for [`RETRY_FOR`].
+pub fn kept_changing(name: &str) -> ApiError {
+    ApiError::new(
+        Code::Aborted,
+        ErrorReason::EtagMismatch,
+        format!(
+            "VIP {name:?} kept changing under other writers for {} s; retry",
+            RETRY_FOR.as_secs()
+        ),
+    )
 }
 
 fn over(what: &str, count: usize, limit: usize) -> ApiError {
